@@ -1,0 +1,73 @@
+"""Batching sequences of different lengths: zero padding plus boolean masks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+
+from voxmesh.data.layout import Sequence
+
+
+@dataclass
+class Batch:
+    """A padded batch. ``audio [B, S]`` with ``audio_mask [B, S]``; ``vertices
+    [B, T, V, 3]`` with ``frame_mask [B, T]`` (True where real); ``template [B, V, 3]``."""
+
+    audio: torch.Tensor
+    audio_mask: torch.Tensor
+    vertices: torch.Tensor
+    frame_mask: torch.Tensor
+    template: torch.Tensor
+    names: list[str]
+    subjects: list[str]
+    emotions: list[str | None]
+    intensities: list[int | None]
+    fps: float
+    sample_rate: int
+
+    @property
+    def num_frames(self) -> torch.Tensor:
+        """``[B]`` real frame counts."""
+        return self.frame_mask.sum(dim=1)
+
+    def to(self, device: torch.device | str) -> "Batch":
+        moved = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            moved[f.name] = value.to(device) if isinstance(value, torch.Tensor) else value
+        return Batch(**moved)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def pad_stack(arrays: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad arrays along their first axis: ``[B, N_max, ...]`` and mask ``[B, N_max]``."""
+    lengths = [a.shape[0] for a in arrays]
+    longest = max(lengths)
+    out = torch.zeros((len(arrays), longest) + tuple(arrays[0].shape[1:]), dtype=torch.float32)
+    mask = torch.zeros((len(arrays), longest), dtype=torch.bool)
+    for i, (array, n) in enumerate(zip(arrays, lengths)):
+        out[i, :n] = torch.from_numpy(np.asarray(array, dtype=np.float32))
+        mask[i, :n] = True
+    return out, mask
+
+
+def collate_sequences(sequences: list[Sequence]) -> Batch:
+    """Pad a list of sequences (same topology and fps) into one :class:`Batch`."""
+    if not sequences:
+        raise ValueError("collate_sequences needs at least one sequence")
+    fps = {s.fps for s in sequences}
+    if len(fps) != 1:
+        raise ValueError(f"sequences of different frame rates {sorted(fps)} cannot share a batch")
+    audio, audio_mask = pad_stack([s.audio for s in sequences])
+    vertices, frame_mask = pad_stack([s.vertices for s in sequences])
+    template = torch.from_numpy(np.stack([np.asarray(s.template, dtype=np.float32) for s in sequences]))
+    return Batch(
+        audio=audio, audio_mask=audio_mask, vertices=vertices, frame_mask=frame_mask, template=template,
+        names=[s.name for s in sequences], subjects=[s.subject for s in sequences],
+        emotions=[s.emotion for s in sequences], intensities=[s.intensity for s in sequences],
+        fps=fps.pop(), sample_rate=sequences[0].sample_rate,
+    )
