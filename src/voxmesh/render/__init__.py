@@ -1,1 +1,23 @@
-"""voxmesh.render"""
+"""voxmesh.render: a headless software renderer for face meshes and contact sheets."""
+
+from voxmesh.render.rasterizer import (
+    SKIN_COLOR,
+    Camera,
+    Lighting,
+    Renderer,
+    error_colors,
+    render_frame,
+    render_sequence,
+)
+from voxmesh.render.sheet import contact_sheet
+
+__all__ = [
+    "SKIN_COLOR",
+    "Camera",
+    "Lighting",
+    "Renderer",
+    "contact_sheet",
+    "error_colors",
+    "render_frame",
+    "render_sequence",
+]
