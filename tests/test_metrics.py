@@ -1,0 +1,337 @@
+"""voxmesh.eval.metrics against hand-computed values on tiny meshes, against a
+straightforward reimplementation of the community scripts on random data, and against
+torchmetrics' LipVertexError."""
+
+from __future__ import annotations
+
+import math
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+
+from voxmesh.errors import VoxmeshError
+from voxmesh.eval import metrics
+from voxmesh.eval.metrics import (
+    METRIC_UNITS,
+    diversity,
+    emotional_vertex_error,
+    evaluate_sequences,
+    lip_vertex_error,
+    mean_vertex_error,
+    mouth_open_difference,
+    upper_face_dynamics_deviation,
+)
+
+
+# 2 frames, 3 vertices; the ground truth is all zeros, so the errors are the offsets below.
+# frame 0: squared distances 1, 4, 9 (distances 1, 2, 3)
+# frame 1: squared distances 25, 0, 0 (distances 5, 0, 0)
+PRED = np.array(
+    [
+        [[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 3.0]],
+        [[3.0, 4.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]],
+    ]
+)
+GT = np.zeros((2, 3, 3))
+
+
+def reference_metrics(preds, gts, templates, lips, upper):
+    """Whole-array restatement of the community LVE/FDD formulas (no chunking), as a reference."""
+    gt_all, pred_all, fdd = [], [], []
+    for p, g, t in zip(preds, gts, templates):
+        p = p[: len(g)]
+        gt_all.extend(list(g))
+        pred_all.extend(list(p))
+        motion_gt, motion_pred = g - t, p - t
+        gt_std = np.mean(np.std(np.sum(np.square(motion_gt[:, upper]), axis=2), axis=0))
+        pred_std = np.mean(np.std(np.sum(np.square(motion_pred[:, upper]), axis=2), axis=0))
+        fdd.append(gt_std - pred_std)
+    gt_all, pred_all = np.array(gt_all), np.array(pred_all)
+    lve = np.mean(np.max(np.sum(np.square(gt_all[:, lips] - pred_all[:, lips]), axis=2), axis=1))
+    return lve, sum(fdd) / len(fdd)
+
+
+def random_set(seed=0, lengths=(7, 12, 3), num_vertices=40, extra=(0, 2, 1)):
+    rng = np.random.default_rng(seed)
+    templates = [rng.normal(size=(num_vertices, 3)) for _ in lengths]
+    gts = [t + 0.1 * rng.normal(size=(n, num_vertices, 3)) for t, n in zip(templates, lengths)]
+    preds = [t + 0.1 * rng.normal(size=(n + e, num_vertices, 3)) for t, n, e in zip(templates, lengths, extra)]
+    return preds, gts, templates
+
+
+# ---- hand-computed values ----------------------------------------------------------------
+
+def test_lip_vertex_error_by_hand():
+    # lips {0, 1}: frame maxima 4 and 25 -> 14.5
+    assert lip_vertex_error(PRED, GT, [0, 1]) == pytest.approx(14.5, rel=1e-12)
+    # only vertex 2: 9 and 0 -> 4.5
+    assert lip_vertex_error(PRED, GT, [2]) == pytest.approx(4.5, rel=1e-12)
+
+
+def test_emotional_vertex_error_by_hand():
+    # vertices {1, 2}: frame maxima 9 and 0 -> 4.5
+    assert emotional_vertex_error(PRED, GT, np.array([1, 2])) == pytest.approx(4.5, rel=1e-12)
+
+
+def test_mean_vertex_error_by_hand():
+    # distances 1, 2, 3, 5, 0, 0 -> 11 / 6 (plain, not squared, distances)
+    assert mean_vertex_error(PRED, GT) == pytest.approx(11 / 6, rel=1e-12)
+
+
+def test_upper_face_dynamics_deviation_by_hand_sign_and_absolute():
+    template = np.zeros((2, 3))
+    template[0] = [1.0, 0.0, 0.0]
+    # Sequence A, vertex 0 displaced by (1,0,0) then (2,0,0): squared 1, 4 -> std 1.5 (ddof=0).
+    gt_a = np.tile(template, (2, 1, 1))
+    gt_a[0, 0, 0] += 1.0
+    gt_a[1, 0, 0] += 2.0
+    # ... the prediction holds a constant displacement: std 0 -> deviation +1.5.
+    pred_a = np.tile(template, (2, 1, 1))
+    pred_a[:, 0, 0] += 1.0
+    # Sequence B: the ground truth is still (std 0); the prediction moves vertex 0 by
+    # (0,1,0) then (0,3,0): squared 1, 9 -> std 4 -> deviation -4.
+    gt_b = np.tile(template, (2, 1, 1))
+    pred_b = np.tile(template, (2, 1, 1))
+    pred_b[0, 0, 1] += 1.0
+    pred_b[1, 0, 1] += 3.0
+
+    assert upper_face_dynamics_deviation(pred_a, gt_a, template, [0]) == pytest.approx(1.5, rel=1e-12)
+    assert upper_face_dynamics_deviation(pred_b, gt_b, template, [0]) == pytest.approx(-4.0, rel=1e-12)
+    both = ([pred_a, pred_b], [gt_a, gt_b])
+    # FDD averages sequences: (1.5 - 4) / 2; the absolute variant (1.5 + 4) / 2.
+    assert upper_face_dynamics_deviation(*both, template, [0]) == pytest.approx(-1.25, rel=1e-12)
+    absolute = upper_face_dynamics_deviation(*both, [template, template], [0], absolute=True)
+    assert absolute == pytest.approx(2.75, rel=1e-12)
+    # Vertex 1 never moves: its std of 0 halves the mean over the two upper-face vertices.
+    assert upper_face_dynamics_deviation(pred_a, gt_a, template, [0, 1]) == pytest.approx(0.75, rel=1e-12)
+
+
+def test_mouth_open_difference_by_hand():
+    pairs = np.array([[0, 1], [2, 3]])
+    gt = np.zeros((2, 4, 3))
+    pred = np.zeros((2, 4, 3))
+    # frame 0: gt gaps 1 and 3 (opening 2), pred gaps 2 and 2 (opening 2) -> 0
+    gt[0, 0] = [0, 1, 0]
+    gt[0, 2] = [0, 3, 0]
+    pred[0, 0] = [0, 2, 0]
+    pred[0, 2] = [0, 2, 0]
+    # frame 1: gt closed (0), pred gaps 1 and 5 (opening 3) -> 3
+    pred[1, 0] = [0, 0, 1]
+    pred[1, 2] = [3, 4, 0]
+    assert mouth_open_difference(pred, gt, pairs) == pytest.approx(1.5, rel=1e-12)
+
+
+def test_diversity_by_hand():
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=(5, 6, 3))
+    assert diversity(np.stack([base, base, base])) == 0.0
+    offset = np.array([0.3, 0.0, 0.4])  # length 0.5
+    assert diversity(np.stack([base, base + offset])) == pytest.approx(0.5, rel=1e-12)
+    # Three samples 0, a, 2a with |a| = 1: pair distances 1, 2, 1 -> 4/3.
+    step = np.array([0.0, 1.0, 0.0])
+    three = np.stack([base, base + step, base + 2 * step])
+    assert diversity(three) == pytest.approx(4 / 3, rel=1e-12)
+    # A list of inputs averages the per-input values; [S, T, V*3] is accepted.
+    flat = np.stack([base, base + offset]).reshape(2, 5, 18)
+    assert diversity([flat, three]) == pytest.approx((0.5 + 4 / 3) / 2, rel=1e-12)
+    assert diversity([torch.from_numpy(three)]) == pytest.approx(4 / 3, rel=1e-12)
+
+
+# ---- pooling, lengths, layouts -------------------------------------------------------------
+
+def test_frames_are_pooled_across_sequences():
+    # Sequence A: 1 frame, lip error 1; sequence B: 3 frames, lip error 4 each.
+    gt_a, gt_b = np.zeros((1, 2, 3)), np.zeros((3, 2, 3))
+    pred_a, pred_b = gt_a.copy(), gt_b.copy()
+    pred_a[:, 0, 0] = 1.0
+    pred_b[:, 0, 0] = 2.0
+    # Pooled: (1 + 3 * 4) / 4 = 3.25, not the mean of sequence means (1 + 4) / 2 = 2.5.
+    assert lip_vertex_error([pred_a, pred_b], [gt_a, gt_b], [0, 1]) == pytest.approx(3.25, rel=1e-12)
+    # MVE too: distances 1 (1 frame) and 2 (3 frames), 2 vertices each, half of them zero.
+    assert mean_vertex_error([pred_a, pred_b], [gt_a, gt_b]) == pytest.approx((1 + 3 * 2) / 8, rel=1e-12)
+
+
+def test_long_prediction_is_cut_to_ground_truth():
+    garbage = np.full((4, 3, 3), 100.0)
+    longer = np.concatenate([PRED, garbage])
+    assert lip_vertex_error(longer, GT, [0, 1]) == pytest.approx(14.5, rel=1e-12)
+    assert mean_vertex_error(longer, GT) == pytest.approx(11 / 6, rel=1e-12)
+    assert mouth_open_difference(longer, GT, [[0, 1]]) == mouth_open_difference(PRED, GT, [[0, 1]])
+    template = np.zeros((3, 3))
+    assert upper_face_dynamics_deviation(longer, GT, template, [0, 1]) == pytest.approx(
+        upper_face_dynamics_deviation(PRED, GT, template, [0, 1]), rel=1e-12
+    )
+
+
+def test_short_prediction_raises_naming_the_lengths():
+    with pytest.raises(VoxmeshError, match=r"Prediction 1 has 1 frames but its ground truth has 2") as err:
+        lip_vertex_error([PRED, PRED[:1]], [GT, GT], [0])
+    assert str(err.value).count(".") == 1  # one sentence
+    for metric in (lambda p, g: mean_vertex_error(p, g),
+                   lambda p, g: mouth_open_difference(p, g, [[0, 1]]),
+                   lambda p, g: upper_face_dynamics_deviation(p, g, np.zeros((3, 3)), [0])):
+        with pytest.raises(VoxmeshError, match="1 frames"):
+            metric(PRED[:1], GT)
+
+
+def test_flattened_sequences_are_accepted():
+    flat_gt = GT.reshape(2, 9)
+    flat_pred = PRED.reshape(2, 9)
+    assert lip_vertex_error(PRED, flat_gt, [0, 1]) == pytest.approx(14.5, rel=1e-12)
+    assert lip_vertex_error(flat_pred, flat_gt, [0, 1]) == pytest.approx(14.5, rel=1e-12)
+    assert mean_vertex_error([flat_pred], [flat_gt]) == pytest.approx(11 / 6, rel=1e-12)
+    preds, gts, templates = random_set()
+    flat = [g.reshape(len(g), -1) for g in gts]
+    assert upper_face_dynamics_deviation(preds, flat, templates, [1, 5]) == pytest.approx(
+        upper_face_dynamics_deviation(preds, gts, templates, [1, 5]), rel=1e-12
+    )
+    # A flattened template works too.
+    assert upper_face_dynamics_deviation(preds[0], flat[0], templates[0].reshape(-1), [1, 5]) == pytest.approx(
+        upper_face_dynamics_deviation(preds[0], gts[0], templates[0], [1, 5]), rel=1e-12
+    )
+
+
+def test_template_forms_agree():
+    preds, gts, templates = random_set(seed=2, lengths=(6, 6, 6))
+    want = upper_face_dynamics_deviation(preds, gts, templates, [0, 4, 9])
+    # A stack of templates and a stack of sequences, as from one batch.
+    stacked = upper_face_dynamics_deviation(np.stack([p[:6] for p in preds]), np.stack(gts), np.stack(templates),
+                                            [0, 4, 9])
+    assert stacked == pytest.approx(want, rel=1e-12)
+    # One template for one sequence, as an array, a nested list or a [1, V*3] row.
+    one = upper_face_dynamics_deviation(preds[0], gts[0], templates[0], [0, 4, 9])
+    assert upper_face_dynamics_deviation(preds[0], gts[0], templates[0].tolist(), [0, 4, 9]) == pytest.approx(one)
+    assert upper_face_dynamics_deviation(preds[0], gts[0], templates[0].reshape(1, -1), [0, 4, 9]) == pytest.approx(one)
+
+
+def test_numpy_and_torch_inputs_agree():
+    preds, gts, templates = random_set(seed=3)
+    regions = {"lips": [0, 3, 7], "eyes": [10, 11], "forehead": [11, 12, 20], "upper_face": list(range(10, 30)),
+               "inner_lip_pairs": np.array([[0, 1], [3, 4]])}
+    from_numpy = evaluate_sequences(preds, gts, templates, regions)
+    from_torch = evaluate_sequences([torch.from_numpy(p) for p in preds], [torch.from_numpy(g) for g in gts],
+                                    [torch.from_numpy(t) for t in templates], regions)
+    assert from_numpy.keys() == from_torch.keys()
+    for key in from_numpy:
+        assert from_torch[key] == pytest.approx(from_numpy[key], rel=1e-12), key
+    # Lower precision inputs are promoted, not rejected.
+    half = lip_vertex_error([torch.from_numpy(p).bfloat16() for p in preds],
+                            [g.astype(np.float16) for g in gts], [0, 3, 7])
+    assert half == pytest.approx(from_numpy["LVE"], rel=0.05)
+
+
+def test_matches_community_script_on_random_data(monkeypatch):
+    preds, gts, templates = random_set(seed=5)
+    lips, upper = np.array([2, 9, 17, 33]), np.arange(20, 40)
+    want_lve, want_fdd = reference_metrics(preds, gts, templates, lips, upper)
+    assert lip_vertex_error(preds, gts, lips) == pytest.approx(want_lve, rel=1e-12)
+    assert upper_face_dynamics_deviation(preds, gts, templates, upper) == pytest.approx(want_fdd, rel=1e-10)
+    # Tiny chunks (one frame at a time) give the same numbers as whole arrays.
+    full = evaluate_sequences(preds, gts, templates, {"lips": lips, "upper_face": upper,
+                                                      "inner_lip_pairs": [[0, 1], [2, 3]]})
+    full_div = diversity([np.stack([p[:3] for p in preds])])
+    monkeypatch.setattr(metrics, "_CHUNK_BYTES", 1)
+    chunked = evaluate_sequences(preds, gts, templates, {"lips": lips, "upper_face": upper,
+                                                         "inner_lip_pairs": [[0, 1], [2, 3]]})
+    for key in full:
+        assert chunked[key] == pytest.approx(full[key], rel=1e-10), key
+    assert diversity([np.stack([p[:3] for p in preds])]) == pytest.approx(full_div, rel=1e-12)
+
+
+def test_memory_stays_bounded():
+    # 1,000 frames of 2,000 vertices: 24 MB as float32, a float64 copy would be 48 MB.
+    rng = np.random.default_rng(0)
+    gt = rng.normal(size=(1000, 2000, 3)).astype(np.float32)
+    pred = gt + np.float32(0.01)
+    tracemalloc.start()
+    try:
+        mean_vertex_error(pred, gt)
+        upper_face_dynamics_deviation(pred, gt, gt[0], np.arange(2000))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 * 2**20
+
+
+# ---- torchmetrics ------------------------------------------------------------------------
+
+def test_lip_vertex_error_agrees_with_torchmetrics():
+    tm_functional = pytest.importorskip("torchmetrics.functional.multimodal")
+    tm_multimodal = pytest.importorskip("torchmetrics.multimodal")
+    generator = torch.Generator().manual_seed(0)
+    mouth_map = [0, 4, 5, 17, 30, 31]
+    pred = torch.randn(25, 40, 3, generator=generator, dtype=torch.float64)
+    gt = torch.randn(25, 40, 3, generator=generator, dtype=torch.float64)
+    want = tm_functional.lip_vertex_error(pred, gt, mouth_map)
+    assert lip_vertex_error(pred, gt, mouth_map) == pytest.approx(want.item(), rel=1e-12)
+    # float32, as torchmetrics computes in the input dtype.
+    want32 = tm_functional.lip_vertex_error(pred.float(), gt.float(), mouth_map)
+    assert lip_vertex_error(pred.float(), gt.float(), mouth_map) == pytest.approx(want32.item(), rel=1e-5)
+    # The module form pools the frames of every update, as ours pools a list.
+    lengths, extra = (9, 3, 14), (0, 2, 1)
+    preds = [torch.randn(n + e, 40, 3, generator=generator, dtype=torch.float64) for n, e in zip(lengths, extra)]
+    gts = [torch.randn(n, 40, 3, generator=generator, dtype=torch.float64) for n in lengths]
+    module = tm_multimodal.LipVertexError(mouth_map=mouth_map)
+    for p, g in zip(preds, gts):
+        module.update(p, g)
+    assert lip_vertex_error(preds, gts, mouth_map) == pytest.approx(module.compute().item(), rel=1e-12)
+
+
+# ---- evaluate_sequences -------------------------------------------------------------------
+
+def test_evaluate_sequences_computes_what_its_regions_allow():
+    preds, gts, templates = random_set(seed=7)
+    eyes, forehead = np.array([10, 11, 12]), np.array([12, 13])
+    regions = {"lips": np.array([0, 1, 2]), "eyes": eyes, "forehead": forehead,
+               "upper_face": np.arange(10, 20), "inner_lip_pairs": np.array([[0, 3], [1, 4]])}
+    result = evaluate_sequences(preds, gts, templates, regions)
+    assert list(result) == ["LVE", "EVE", "FDD", "FDD_abs", "MVE", "MOD"]
+    assert all(isinstance(v, float) for v in result.values())
+    assert result["LVE"] == lip_vertex_error(preds, gts, regions["lips"])
+    assert result["EVE"] == emotional_vertex_error(preds, gts, [10, 11, 12, 13])
+    assert result["FDD"] == pytest.approx(upper_face_dynamics_deviation(preds, gts, templates, np.arange(10, 20)))
+    assert result["FDD_abs"] == pytest.approx(
+        upper_face_dynamics_deviation(preds, gts, templates, np.arange(10, 20), absolute=True))
+    assert result["FDD_abs"] >= abs(result["FDD"])
+    assert result["MVE"] == mean_vertex_error(preds, gts)
+    assert result["MOD"] == mouth_open_difference(preds, gts, regions["inner_lip_pairs"])
+    # An explicit emotion region wins over the eyes+forehead union.
+    explicit = evaluate_sequences(preds, gts, templates, {**regions, "emotion": [30, 31]})
+    assert explicit["EVE"] == emotional_vertex_error(preds, gts, [30, 31])
+    # Without regions or templates only what can be computed is.
+    assert list(evaluate_sequences(preds, gts, None, regions)) == ["LVE", "EVE", "MVE", "MOD"]
+    assert list(evaluate_sequences(preds, gts, templates, {"eyes": eyes})) == ["MVE"]
+    assert set(METRIC_UNITS) >= set(result) | {"diversity"}
+    assert METRIC_UNITS["LVE"] == METRIC_UNITS["FDD"] == "m^2" and METRIC_UNITS["MVE"] == "m"
+
+
+# ---- input errors ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: lip_vertex_error([PRED, PRED], [GT], [0]), "2 predictions but 1"),
+        (lambda: lip_vertex_error(PRED[:, :2], GT, [0]), "2 vertices but its ground truth has 3"),
+        (lambda: lip_vertex_error(PRED, GT, [0, 3]), "mesh has 3 vertices"),
+        (lambda: lip_vertex_error(PRED, GT, []), "empty"),
+        (lambda: lip_vertex_error(PRED, GT, [0.5]), "integer"),
+        (lambda: lip_vertex_error(PRED.reshape(2, 9), GT[:, :2], [0]), r"\(2, 9\)"),
+        (lambda: lip_vertex_error([], [], [0]), "empty"),
+        (lambda: lip_vertex_error(PRED[:0], GT[:0], [0]), "no frames"),
+        (lambda: mouth_open_difference(PRED, GT, [0, 1]), r"\[P, 2\]"),
+        (lambda: upper_face_dynamics_deviation(PRED, GT, np.zeros((4, 3)), [0]), "template has 4"),
+        (lambda: upper_face_dynamics_deviation([PRED, PRED], [GT, GT], [np.zeros((3, 3))], [0]), "1 templates"),
+        (lambda: diversity(PRED), r"\[S, T, V, 3\]"),
+        (lambda: diversity(PRED[None]), "1 sample"),
+    ],
+)
+def test_bad_inputs_raise_one_sentence(call, message):
+    with pytest.raises(VoxmeshError, match=message):
+        call()
+
+
+def test_results_are_plain_floats():
+    value = lip_vertex_error(torch.from_numpy(PRED), torch.from_numpy(GT), torch.tensor([0, 1]))
+    assert type(value) is float and math.isfinite(value)
