@@ -10,6 +10,7 @@ from voxmesh.render.rasterizer import (
     render_sequence,
 )
 from voxmesh.render.sheet import contact_sheet
+from voxmesh.render.video import encode_video, probe_media, to_video
 
 __all__ = [
     "SKIN_COLOR",
@@ -20,4 +21,7 @@ __all__ = [
     "error_colors",
     "render_frame",
     "render_sequence",
+    "encode_video",
+    "probe_media",
+    "to_video",
 ]
