@@ -26,6 +26,12 @@ class Batch:
     intensities: list[int | None]
     fps: float
     sample_rate: int
+    # Filled by the trainer, not by the data code: speech features already aligned to
+    # the mesh frames ``[B, T, C]`` (from a frozen encoder's cache), and integer labels.
+    audio_features: torch.Tensor | None = None
+    speaker_ids: torch.Tensor | None = None  # [B] index into the model's speakers, -1 unknown
+    emotion_ids: torch.Tensor | None = None  # [B] index into the model's emotions, -1 none
+    intensity_ids: torch.Tensor | None = None  # [B] 0 normal, 1 strong
 
     @property
     def num_frames(self) -> torch.Tensor:
