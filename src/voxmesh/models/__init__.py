@@ -1,1 +1,13 @@
-"""voxmesh.models"""
+"""The methods: one module a method, each registered by name (see :mod:`voxmesh.models.registry`).
+
+Importing this package registers every method; ``model_class("faceformer")`` returns its class.
+"""
+
+from voxmesh.models.base import TalkingFaceModel
+from voxmesh.models.registry import available_methods, model_class, register
+
+# Imported for their @register side effect; keep one line a method.
+from voxmesh.models.faceformer import FaceFormer  # noqa: E402
+from voxmesh.models.codetalker import CodeTalker  # noqa: E402
+
+__all__ = ["CodeTalker", "FaceFormer", "TalkingFaceModel", "available_methods", "model_class", "register"]
