@@ -96,5 +96,84 @@ def evaluate_predictions(
     typer.echo(f"wrote {output}")
 
 
+@app.command("synth")
+@user_errors
+def synth(
+    out: Optional[Path] = typer.Argument(None, help="Folder to write the dataset to (the shared layout)."),
+    preset: str = typer.Option("tiny", help="tiny (tests, seconds), small (default benchmark) or full."),
+    seed: int = typer.Option(0, help="The same seed gives the same bytes."),
+    fps: float = typer.Option(30.0, help="Frame rate of the vertex sequences."),
+    workers: Optional[int] = typer.Option(None, help="Processes to use (default: the CPU count, at most 4)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+    contact_sheet: Optional[Path] = typer.Option(
+        None, "--contact-sheet", help="Render the head, its visemes, expressions and identities to this PNG."),
+) -> None:
+    """Generate the synthetic speech-to-face dataset (espeak-ng speech, procedural head)."""
+    if out is None and contact_sheet is None:
+        raise VoxmeshError("Give an output folder to synthesize, or --contact-sheet PNG, or both.")
+    if contact_sheet is not None:
+        from voxmesh.data.synthetic.sheet import render_contact_sheet
+
+        render_contact_sheet(contact_sheet)
+        typer.echo(f"wrote {contact_sheet}")
+    if out is not None:
+        from voxmesh.data.synthetic.dataset import synthesize_dataset
+
+        summary = synthesize_dataset(out, preset=preset, seed=seed, fps=fps, workers=workers,
+                                     progress=sys.stderr.isatty(), overwrite=overwrite)
+        splits = ", ".join(f"{k} {v}" for k, v in sorted(summary["splits"].items()))
+        typer.echo(f"wrote {summary['clips']} clips ({summary['seconds'] / 60:.1f} min) of {summary['subjects']} "
+                   f"subjects to {summary['path']}; splits: {splits}")
+
+
+@app.command("train")
+@user_errors
+def train_command(
+    config: Path = typer.Argument(..., help="Training YAML (method, encoder, model, data, train, stages)."),
+    data: Path = typer.Option(..., "--data", help="Dataset folder in the shared layout."),
+    out: Path = typer.Option(..., "--out", help="Run folder to write (checkpoints, log.jsonl, loss.png, model/)."),
+    stage: Optional[str] = typer.Option(None, help="Train only this stage (staged methods; default: every stage in turn)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue unfinished stages from RUN/<stage>/last."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start again over stages the run folder already holds."),
+    overrides: Optional[list[str]] = typer.Option(
+        None, "--set", help="Override a config value, e.g. --set train.lr=3.0e-4 (repeatable)."),
+) -> None:
+    """Train a method on a dataset (one CPU, one GPU, or many through `accelerate launch -m voxmesh.cli train`)."""
+    from voxmesh.train.config import load_config
+    from voxmesh.train.trainer import train
+
+    summary = train(load_config(config, overrides or []), data, out, stage=stage, resume=resume,
+                    progress=sys.stderr.isatty(), overwrite=overwrite)
+    if not summary["main_process"]:  # under `accelerate launch`, one process reports
+        return
+    for name, result in summary["stages"].items():
+        best = result.get("best") or {}
+        score = f"{best['score']:.4e}" if isinstance(best.get("score"), float) else "n/a"
+        typer.echo(f"stage {name}: {result['steps']} steps, {result['epochs']} epochs; best {best.get('key')} {score}")
+    if summary.get("model"):
+        typer.echo(f"wrote {summary['model']}")
+
+
+@app.command("evaluate")
+@user_errors
+def evaluate_command(
+    run: Path = typer.Argument(..., help="Run folder written by `voxmesh train` (or a checkpoint folder)."),
+    data: Path = typer.Option(..., "--data", help="Dataset folder in the shared layout."),
+    split: str = typer.Option("test", help="train, val, test or test_unseen."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report path; .md and .json are written (default RUN/eval_<split>)."),
+    preset: Optional[str] = typer.Option(None, help="Dataset preset (default: the one the model was trained with)."),
+    fps: Optional[float] = typer.Option(None, help="Frame rate for the generic preset (default: the model's)."),
+    seed: int = typer.Option(0, help="Seed handed to generate (for stochastic methods)."),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
+) -> None:
+    """Score a trained model on a split beside the static and mean baselines."""
+    from voxmesh.eval.evaluate import evaluate_run, format_evaluation
+
+    result = evaluate_run(run, data, split=split, out=out, preset=preset, fps=fps, seed=seed, device=device,
+                          progress=sys.stderr.isatty())
+    typer.echo(format_evaluation(result).rstrip())
+    typer.echo(f"wrote {result['written']['markdown']} and {result['written']['json']}")
+
+
 if __name__ == "__main__":
     app()

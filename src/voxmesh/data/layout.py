@@ -159,7 +159,7 @@ class FaceDataset(torch.utils.data.Dataset):
                 sequence=parts.sequence,
                 audio_path=self.audio_files.get(name),
                 vertices_path=self.vertex_files.get(name),
-                sentence=parts.sentence,
+                sentence=int(row["sentence"]) if isinstance(row.get("sentence"), int) else parts.sentence,
                 split=None,
                 emotion=row.get("emotion", parts.emotion),
                 intensity=row.get("intensity", parts.intensity),

@@ -39,9 +39,10 @@ class NameParts:
 
 
 def sentence_number(sequence: str) -> int | None:
-    """The last integer in a sequence id: ``sentence07`` -> 7, ``e12`` -> 12."""
+    """The first integer in a sequence id: ``sentence07`` -> 7, ``e12`` -> 12,
+    ``s012-happy-2`` -> 12."""
     digits = re.findall(r"\d+", sequence)
-    return int(digits[-1]) if digits else None
+    return int(digits[0]) if digits else None
 
 
 def split_name(name: str, subjects: list[str]) -> tuple[str, str]:

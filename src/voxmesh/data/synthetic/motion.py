@@ -16,7 +16,7 @@ MAX_JAW_RADIANS = np.deg2rad(16.0)
 # How strongly a class holds the lips against its neighbours (Cohen-Massaro dominance):
 # lip-produced consonants win, tongue-produced ones let the vowels around them shape the lips.
 DOMINANCE = {
-    "rest": 1.2, "bilabial": 6.0, "labiodental": 4.0, "dental": 1.2, "alveolar": 0.5,
+    "rest": 3.0, "bilabial": 2.0, "labiodental": 2.0, "dental": 1.2, "alveolar": 0.5,
     "postalveolar": 2.0, "velar": 0.4, "r": 1.5, "open_vowel": 1.0, "mid_vowel": 1.0,
     "close_vowel": 1.0, "rounded_vowel": 1.6, "w": 2.5,
 }
@@ -92,10 +92,18 @@ def articulation(targets: list[PhonemeTarget], num_frames: int, fps: float, vise
     strength = np.array([DOMINANCE[t.viseme] for t in targets])
     reach_back = np.array([ANTICIPATED.get(t.viseme, 1.0) for t in targets])
     width = half * 1.3 * coarticulation
-    # Before a target's centre its reach is widened for anticipated classes (rounding).
+    # A pause holds the face at rest over its whole length but lets go quickly at its
+    # edges, so speech next to it keeps its full shape.
+    is_rest = np.array([t.viseme == "rest" for t in targets])
+    width = np.where(is_rest, 0.03 * coarticulation, width)
+    # Each target holds fully over a plateau around its centre (all of a pause, so the
+    # face rests in silence; 40% of a phoneme) and fades outside it. Before the centre
+    # the fade is wider for anticipated classes (rounding).
+    plateau = np.array([1.0 if t.viseme == "rest" else 0.4 for t in targets]) * half
     offset = times - centres[None, :]
+    beyond = np.maximum(np.abs(offset) - plateau, 0.0)
     scale = np.where(offset < 0, width * reach_back, width)
-    dominance = strength * np.exp(-np.abs(offset / scale) ** 1.5) + 1e-9  # [T, P]
+    dominance = strength * np.exp(-(beyond / scale) ** 1.5) + 1e-9  # [T, P]
     onehot = np.zeros((len(targets), len(viseme_names)))
     for p, t in enumerate(targets):
         onehot[p, index[t.viseme]] = 1.0
