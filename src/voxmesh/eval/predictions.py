@@ -13,6 +13,8 @@ from voxmesh.errors import VoxmeshError
 from voxmesh.eval.metrics import METRIC_UNITS, evaluate_sequences
 from voxmesh.mesh.template import load_regions, split_regions
 
+METRIC_REGION_NAMES = ("lips", "eyes", "forehead", "eye_forehead", "emotion", "upper_face", "inner_lip_pairs")
+
 
 def evaluate_prediction_folder(pred_dir: str | Path, dataset_dir: str | Path, preset: str = "generic",
                                split: str | None = None, fps: float | None = None,
@@ -55,7 +57,8 @@ def evaluate_prediction_folder(pred_dir: str | Path, dataset_dir: str | Path, pr
         gts.append(sequence.vertices)
         templates.append(sequence.template)
         names.append(path.stem)
-    metric_regions = {**regions, **pairs}
+    # Only the masks the metrics read are passed on and named in the report.
+    metric_regions = {k: v for k, v in {**regions, **pairs}.items() if k in METRIC_REGION_NAMES}
     metrics = evaluate_sequences(preds, gts, templates, metric_regions)
     per_sequence = {
         name: evaluate_sequences([p], [g], [t], metric_regions)
