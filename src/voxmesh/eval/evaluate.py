@@ -1,0 +1,334 @@
+"""`voxmesh evaluate`: a trained run scored on a dataset split, beside the baselines
+that give every number its floor.
+
+Rows of the table:
+
+* ``static``: the subject's template, unmoving (what a model that learnt nothing outputs).
+* ``mean``: the template plus the mean offset from the template of every training frame
+  (per vertex, constant over time): the best constant face, so a model must animate to
+  beat it.
+* the model: ``generate`` on whole sequences. A subject among the model's speakers is
+  conditioned on its own style; an unseen one is generated once for each training
+  speaker's style and the metric values are averaged over those conditions, as
+  FaceFormer / CodeTalker report BIWI Test-B and VOCASET.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from voxmesh.data.layout import FaceDataset, Sequence
+from voxmesh.errors import VoxmeshError
+from voxmesh.eval.metrics import METRIC_UNITS, _emotion_region, evaluate_sequences
+from voxmesh.files import atomic_path
+
+METRIC_ORDER = ("LVE", "EVE", "FDD", "FDD_abs", "MVE", "MOD")
+
+
+# ---- features and generation (shared with the trainer's validation) ----------------------
+
+def cached_sequence_features(cache, audio: np.ndarray, num_frames: int, fps: float) -> torch.Tensor:
+    """A frozen encoder's features of a whole sequence, from a FeatureCache, aligned to
+    its mesh frames: ``[T, C]`` float32 on the CPU."""
+    from voxmesh.audio.features import align_features
+    from voxmesh.train.trainer import frame_audio
+
+    clip = frame_audio(audio, 0, num_frames, fps)
+    features = torch.from_numpy(np.asarray(cache.get(clip), dtype=np.float32))
+    return align_features(features[None], [num_frames])[0]
+
+
+@torch.no_grad()
+def sequence_features(model, audio: np.ndarray, num_frames: int, fps: float, device: torch.device | str = "cpu",
+                      cache=None) -> torch.Tensor:
+    """Speech features ``[T, C]`` aligned to ``num_frames`` mesh frames: from ``cache``
+    when given (a frozen encoder), else the model's encoder run on the audio."""
+    from voxmesh.audio.features import align_features
+    from voxmesh.train.trainer import frame_audio
+
+    if cache is not None:
+        return cached_sequence_features(cache, audio, num_frames, fps)
+    encoder = model.audio_encoder
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        clip = torch.from_numpy(frame_audio(audio, 0, num_frames, fps))[None].to(device)
+        features, mask = encoder(clip, torch.ones_like(clip, dtype=torch.bool))
+        aligned = align_features(features.float(), [num_frames], feature_mask=mask)[0]
+    finally:
+        encoder.train(was_training)
+    return aligned.cpu()
+
+
+def _accepted(function, options: dict[str, Any]) -> dict[str, Any]:
+    """The options a generate() signature takes (all of them if it has **options)."""
+    parameters = inspect.signature(function).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return options
+    return {k: v for k, v in options.items() if k in parameters}
+
+
+@torch.no_grad()
+def generate_sequence(model, sequence: Sequence, speaker: int, *, features: torch.Tensor | None = None,
+                      seed: int | None = 0, device: torch.device | str = "cpu", cache=None) -> np.ndarray:
+    """The model's vertices for a whole sequence, float32 ``[T, V, 3]`` with T the
+    sequence's frame count, conditioned on speaker style ``speaker`` (and the
+    sequence's emotion and intensity for emotion-aware models)."""
+    from voxmesh.train.trainer import intensity_index
+
+    frames = sequence.num_frames
+    if features is None:
+        features = sequence_features(model, sequence.audio, frames, sequence.fps, device, cache)
+    template = torch.from_numpy(np.asarray(sequence.template, dtype=np.float32))[None].to(device)
+    options: dict[str, Any] = {}
+    model_emotions = list(getattr(model, "emotions", []) or [])
+    if model_emotions:
+        emotion = model_emotions.index(sequence.emotion) if sequence.emotion in model_emotions else -1
+        options["emotion_ids"] = torch.tensor([emotion], dtype=torch.long, device=device)
+        options["intensity_ids"] = torch.tensor([intensity_index(sequence.intensity)], dtype=torch.long, device=device)
+    vertices = model.generate(features[None].to(device), template, torch.tensor([speaker], dtype=torch.long, device=device),
+                              seed=seed, **_accepted(model.generate, options))
+    return vertices[0, :frames].float().cpu().numpy()
+
+
+def metric_regions(dataset: FaceDataset) -> dict[str, np.ndarray]:
+    """Region index lists and vertex-pair lists of a dataset, as evaluate_sequences takes them."""
+    return {**dataset.regions, **dataset.vertex_pairs}
+
+
+def describe_masks(regions: dict[str, np.ndarray], num_vertices: int) -> dict[str, dict[str, Any]]:
+    """Which vertices each metric used: ``{metric: {"region": name, "vertices"/"pairs": n}}``."""
+    masks: dict[str, dict[str, Any]] = {}
+    if "lips" in regions:
+        masks["LVE"] = {"region": "lips", "vertices": int(np.asarray(regions["lips"]).size)}
+    emotion = _emotion_region(regions)
+    if emotion is not None:
+        name = next((n for n in ("eye_forehead", "emotion") if n in regions), "eyes + forehead")
+        masks["EVE"] = {"region": name, "vertices": int(np.unique(np.asarray(emotion)).size)}
+    if "upper_face" in regions:
+        masks["FDD"] = {"region": "upper_face", "vertices": int(np.asarray(regions["upper_face"]).size)}
+        masks["FDD_abs"] = dict(masks["FDD"])
+    masks["MVE"] = {"region": "all", "vertices": int(num_vertices)}
+    if "inner_lip_pairs" in regions:
+        masks["MOD"] = {"region": "inner_lip_pairs", "pairs": int(np.asarray(regions["inner_lip_pairs"]).reshape(-1, 2).shape[0])}
+    return masks
+
+
+# ---- baselines ------------------------------------------------------------------------------
+
+def mean_training_offset(dataset: FaceDataset, progress: bool = False) -> np.ndarray | None:
+    """Mean over every training frame of (vertices - the subject's template): float64
+    ``[V, 3]``, or None when the dataset has no training split."""
+    records = [r for r in dataset.all_records if r.split == "train" and r.vertices_path is not None]
+    total, frames = None, 0
+    for record in tqdm(records, desc="mean motion", unit="seq", disable=not progress, leave=False):
+        sequence = dataset.load(record)
+        offsets = sequence.vertices.astype(np.float64) - sequence.template[None]
+        total = offsets.sum(axis=0) if total is None else total + offsets.sum(axis=0)
+        frames += offsets.shape[0]
+    return None if total is None or frames == 0 else total / frames
+
+
+def _constant(face: np.ndarray, frames: int) -> np.ndarray:
+    """A face repeated over time ``[T, V, 3]`` as a read-only view (no copy)."""
+    return np.broadcast_to(np.asarray(face, dtype=np.float32)[None], (frames,) + face.shape)
+
+
+# ---- the evaluation ----------------------------------------------------------------------
+
+def _checkpoint_folder(run: Path) -> Path:
+    from voxmesh.train.checkpoint import META_FILE
+
+    if (run / "model" / META_FILE).is_file():
+        return run / "model"
+    if (run / META_FILE).is_file():
+        return run
+    raise VoxmeshError(f"Run folder {run} holds no trained model ({run / 'model'} is missing); finish `voxmesh train` first.")
+
+
+def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out: str | Path | None = None,
+                 preset: str | None = None, fps: float | None = None, seed: int = 0,
+                 device: str | torch.device | None = None, progress: bool = False) -> dict[str, Any]:
+    """Score RUN/model (or a checkpoint folder) on a split of a dataset and write
+    ``RUN/eval_<split>.md`` and ``.json`` (or ``out`` with those suffixes).
+
+    preset / fps default to those the model was trained with. Returns the JSON-ready
+    result: ``rows`` (``static``, ``mean``, ``model``: metric -> value), ``per_condition``
+    (the model's metrics for each speaker condition), ``units``, ``masks``, counts."""
+    from voxmesh.audio.features import FeatureCache
+    from voxmesh.data.presets import canonical_split
+    from voxmesh.train.checkpoint import load_checkpoint, read_checkpoint_info
+
+    run = Path(run)
+    folder = _checkpoint_folder(run)
+    info = read_checkpoint_info(folder)
+    trained = info.get("data") or {}
+    preset = preset or trained.get("preset") or "generic"
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dataset = FaceDataset(data_dir, preset=preset, fps=fps if fps is not None else info["fps"])
+    if abs(dataset.fps - float(info["fps"])) > 1e-6:
+        raise VoxmeshError(
+            f"Model {folder} animates at {info['fps']:g} fps but the {dataset.preset.name} preset of {dataset.root} is "
+            f"{dataset.fps:g} fps; pass --fps {info['fps']:g} or a dataset at that rate."
+        )
+    split = canonical_split(split)
+    topology = dataset.topology()
+    model = load_checkpoint(folder, expected_topology_hash=topology, device=device)
+    records = [r for r in dataset.all_records if r.split == split]
+    if not records:
+        raise VoxmeshError(f"Dataset {dataset.root} has no '{split}' sequences under the {dataset.preset.name} preset; pick another --split.")
+    speakers = list(model.speakers)
+    regions = metric_regions(dataset)
+    cache = None if model.audio_encoder.trainable else FeatureCache(model.audio_encoder)
+
+    sequences: list[Sequence] = []
+    features: list[torch.Tensor] = []
+    for record in tqdm(records, desc="loading", unit="seq", disable=not progress, leave=False):
+        sequence = dataset.load(record)
+        sequences.append(sequence)
+        features.append(sequence_features(model, sequence.audio, sequence.num_frames, dataset.fps, device, cache))
+    gts = [s.vertices for s in sequences]
+    templates = [s.template for s in sequences]
+    seen = [s.subject in speakers for s in sequences]
+    unseen_subjects = sorted({s.subject for s, known in zip(sequences, seen) if not known})
+    conditions: list[str | None] = list(speakers) if unseen_subjects else [None]
+
+    total = sum(seen) + (len(sequences) - sum(seen)) * len(conditions)
+    bar = tqdm(total=total, desc="generating", unit="seq", disable=not progress)
+    seen_preds: dict[int, np.ndarray] = {}
+    for i, sequence in enumerate(sequences):
+        if seen[i]:
+            seen_preds[i] = generate_sequence(model, sequence, speakers.index(sequence.subject), features=features[i],
+                                              seed=seed, device=device)
+            bar.update(1)
+    per_condition: dict[str, dict[str, float]] = {}
+    for condition in conditions:
+        preds = []
+        for i, sequence in enumerate(sequences):
+            if seen[i]:
+                preds.append(seen_preds[i])
+            else:
+                preds.append(generate_sequence(model, sequence, speakers.index(condition), features=features[i],
+                                               seed=seed, device=device))
+                bar.update(1)
+        per_condition[condition or "own style"] = evaluate_sequences(preds, gts, templates, regions)
+        del preds  # one condition's unseen predictions in memory at a time
+    bar.close()
+    keys = list(next(iter(per_condition.values())))
+    model_row = {k: float(np.mean([m[k] for m in per_condition.values()])) for k in keys}
+
+    rows: dict[str, dict[str, float]] = {
+        "static": evaluate_sequences([_constant(t, len(g)) for t, g in zip(templates, gts)], gts, templates, regions),
+    }
+    offset = mean_training_offset(dataset, progress=progress)
+    if offset is not None:
+        rows["mean"] = evaluate_sequences([_constant(t + offset, len(g)) for t, g in zip(templates, gts)], gts,
+                                          templates, regions)
+    rows["model"] = model_row
+
+    result: dict[str, Any] = {
+        "run": str(run),
+        "checkpoint": str(folder),
+        "method": info["method"],
+        "stage": info.get("stage"),
+        "step": info.get("step"),
+        "dataset": str(dataset.root),
+        "preset": dataset.preset.name,
+        "split": split,
+        "fps": dataset.fps,
+        "seed": seed,
+        "sequences": len(sequences),
+        "frames": int(sum(len(g) for g in gts)),
+        "seen_sequences": int(sum(seen)),
+        "unseen_sequences": int(len(seen) - sum(seen)),
+        "unseen_subjects": unseen_subjects,
+        "conditions": [c for c in conditions if c is not None],
+        "rows": rows,
+        "per_condition": per_condition,
+        "units": {k: METRIC_UNITS[k] for k in keys},
+        "masks": describe_masks(regions, topology.num_vertices),
+        "baselines": {
+            "static": "the subject's template, unmoving",
+            "mean": "the template plus the mean training offset from the template per vertex, constant over time",
+        },
+    }
+    md_path, json_path = _output_paths(run, split, out)
+    with atomic_path(json_path) as tmp:
+        import json
+
+        tmp.write_text(json.dumps(result, indent=2))
+    with atomic_path(md_path) as tmp:
+        tmp.write_text(format_evaluation(result))
+    result["written"] = {"markdown": str(md_path), "json": str(json_path)}
+    return result
+
+
+def _output_paths(run: Path, split: str, out: str | Path | None) -> tuple[Path, Path]:
+    if out is None:
+        base = run / f"eval_{split}"
+        return base.with_suffix(".md"), base.with_suffix(".json")
+    out = Path(out)
+    if out.suffix.lower() in (".md", ".json"):
+        return out.with_suffix(".md"), out.with_suffix(".json")
+    return Path(str(out) + ".md"), Path(str(out) + ".json")
+
+
+_UNIT_TEXT = {"m^2": "m²", "m": "m"}
+
+
+def format_evaluation(result: dict[str, Any]) -> str:
+    """The Markdown report of :func:`evaluate_run`: the table, its masks and units."""
+    keys = [k for k in METRIC_ORDER if k in result["units"]]
+    names = {
+        "static": "static (template, unmoving)",
+        "mean": "mean (template + mean training offset)",
+        "model": f"{result['method']} ({result.get('stage') or 'main'}, step {result.get('step')})",
+    }
+    lines = [
+        f"# Evaluation: {result['method']} on the {result['split']} split",
+        "",
+        f"Model `{result['checkpoint']}` on `{result['dataset']}` (preset {result['preset']}, {result['fps']:g} fps): "
+        f"{result['sequences']} sequences, {result['frames']} frames.",
+        "",
+        "| | " + " | ".join(f"{k} ({_UNIT_TEXT.get(result['units'][k], result['units'][k])})" for k in keys) + " |",
+        "|---|" + "---:|" * len(keys),
+    ]
+    for row, values in result["rows"].items():
+        lines.append(f"| {names.get(row, row)} | " + " | ".join(f"{values[k]:.4e}" for k in keys) + " |")
+    lines.append("")
+    masks = result["masks"]
+    parts = []
+    for key in keys:
+        mask = masks.get(key)
+        if mask is None or key == "FDD_abs":
+            continue
+        size = f"{mask['pairs']} vertex pairs" if "pairs" in mask else f"{mask['vertices']} vertices"
+        parts.append(f"{key} over `{mask['region']}` ({size})")
+    lines.append("Masks: " + "; ".join(parts) + ".")
+    lines.append(
+        "Units: LVE, EVE and FDD are squared metres (the papers' \"x1e-5 mm\" columns are these values scaled); "
+        "MVE and MOD are metres. Lower is better, except FDD, which is signed (ground truth minus prediction; "
+        "FDD_abs is its absolute value)."
+    )
+    if result["unseen_sequences"]:
+        lines.append(
+            f"Unseen subjects ({', '.join(result['unseen_subjects'])}, {result['unseen_sequences']} sequences) were "
+            f"generated once in the style of each of the {len(result['conditions'])} training speakers and the "
+            f"model's metrics averaged over those conditions; seen subjects ({result['seen_sequences']} sequences) "
+            "use their own style."
+        )
+    else:
+        lines.append("Every subject is a training speaker and is generated in its own style.")
+    lines.append("Baselines: static = the subject's template, unmoving; mean = the template plus the mean offset from "
+                 "the template over every training frame, per vertex and constant over time.")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["cached_sequence_features", "describe_masks", "evaluate_run", "format_evaluation", "generate_sequence",
+           "mean_training_offset", "metric_regions", "sequence_features"]

@@ -1,0 +1,374 @@
+"""Checkpoints: a folder that holds everything needed to rebuild a model.
+
+```
+CHECKPOINT/
+  model.safetensors      the weights (a frozen speech encoder's are left out: its spec rebuilds it)
+  model.json             method, method config, stage, step, topology hash, vertex and face
+                         counts, encoder spec and name, speakers, emotions, fps, voxmesh
+                         version, format_version, creation time
+  topology.safetensors   faces int64 [F, 3], neutral float32 [V, 3], regions and vertex pairs
+  trainer_state.pt       only in RUN/<stage>/last: optimiser, scheduler, counters, RNG states
+```
+
+A folder is written under a temporary name and renamed into place, so a crash leaves the
+previous checkpoint or none, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from voxmesh import __version__
+from voxmesh.errors import VoxmeshError
+from voxmesh.mesh.template import Template, topology_hash
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "model.json"
+TOPOLOGY_FILE = "topology.safetensors"
+TRAINER_STATE_FILE = "trainer_state.pt"
+# Weights under this prefix belong to the speech encoder; a frozen encoder's are rebuilt
+# from its spec (pretrained weights), so saving them would only copy hundreds of MB.
+ENCODER_PREFIX = "audio_encoder."
+
+
+# ---- building a model from its context ----------------------------------------------
+
+def build_model(method: str, config: dict[str, Any], *, num_vertices: int, speakers: list[str], fps: float,
+                encoder: dict | str, faces: np.ndarray | None = None, neutral: np.ndarray | None = None,
+                emotions: list[str] | None = None):
+    """A registered method's model from its constructor context; the one place where
+    the trainer and :func:`load_checkpoint` build models, so both build the same one.
+
+    faces: int64 ``[F, 3]`` (an empty array means none); neutral: float32 ``[V, 3]``."""
+    from voxmesh.models.registry import model_class
+
+    cls = model_class(method)
+    faces_arg = None if faces is None or np.asarray(faces).size == 0 else np.asarray(faces, dtype=np.int64)
+    neutral_arg = None if neutral is None else np.asarray(neutral, dtype=np.float32)
+    return cls(dict(config), num_vertices=int(num_vertices), speakers=list(speakers), fps=float(fps),
+               encoder=encoder, faces=faces_arg, neutral=neutral_arg, emotions=list(emotions or []) or None)
+
+
+def encoder_spec_of(model: torch.nn.Module) -> dict | str | None:
+    encoder = getattr(model, "audio_encoder", None)
+    spec = getattr(encoder, "spec", None)
+    return spec() if callable(spec) else None
+
+
+def encoder_is_trainable(model: torch.nn.Module) -> bool:
+    return bool(getattr(getattr(model, "audio_encoder", None), "trainable", True))
+
+
+# ---- saving ----------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``folder``; when the block finishes it
+    replaces ``folder`` (the old one is moved aside first, then deleted). On error the
+    temporary folder is deleted and ``folder`` is left as it was."""
+    target = Path(folder)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        # mkdtemp and some writers make private files; give the usual permissions.
+        mask = _umask()
+        os.chmod(tmp, 0o777 & ~mask)
+        for path in tmp.iterdir():
+            if path.is_file():
+                os.chmod(path, 0o666 & ~mask)
+        if target.exists():
+            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(target, old)
+            os.rename(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _state_for_saving(model: torch.nn.Module, skip_prefix: str | None) -> dict[str, torch.Tensor]:
+    """CPU, contiguous tensors; tensors that share memory (tied weights) are cloned,
+    since safetensors refuses shared storage."""
+    state: dict[str, torch.Tensor] = {}
+    seen: set[tuple[int, int]] = set()
+    for name, tensor in model.state_dict().items():
+        if skip_prefix and name.startswith(skip_prefix):
+            continue
+        t = tensor.detach().to("cpu").contiguous()
+        key = (t.untyped_storage().data_ptr(), t.storage_offset()) if t.numel() else (id(t), 0)
+        if key in seen or t.untyped_storage().nbytes() != t.numel() * t.element_size():
+            t = t.clone()
+        seen.add(key)
+        state[name] = t
+    return state
+
+
+def save_checkpoint(model: torch.nn.Module, folder: str | Path, *, template: Template | None = None,
+                    stage: str = "main", step: int = 0, trainer_state: dict[str, Any] | None = None,
+                    **extra: Any) -> Path:
+    """Write ``model`` (an unwrapped :class:`TalkingFaceModel`) to ``folder`` atomically.
+
+    template: the training topology (faces, neutral, regions), needed to rebuild graph
+    models and to check topologies on load; trainer_state: written as trainer_state.pt
+    (resume only); extra: more JSON-ready fields for model.json (e.g. ``val_metrics``)."""
+    from safetensors.torch import save_file
+
+    num_vertices = int(getattr(model, "num_vertices"))
+    faces = np.zeros((0, 3), np.int64) if template is None else np.asarray(template.faces, np.int64)
+    trainable_encoder = encoder_is_trainable(model)
+    spec = encoder_spec_of(model)
+    encoder = getattr(model, "audio_encoder", None)
+    meta: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "voxmesh_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "method": getattr(model, "method", "") or type(model).__name__.lower(),
+        "stage": stage,
+        "step": int(step),
+        # The resolved settings where the model keeps them, so a later change of a
+        # default cannot rebuild a different network from an old checkpoint.
+        "config": _resolved_config(model),
+        "num_vertices": num_vertices,
+        "faces_shape": list(faces.shape),
+        "topology_hash": topology_hash(faces, num_vertices),
+        "encoder": {"spec": spec, "name": getattr(encoder, "name", None), "trainable": trainable_encoder},
+        "encoder_weights_saved": trainable_encoder,
+        "speakers": list(getattr(model, "speakers", [])),
+        "emotions": list(getattr(model, "emotions", [])),
+        "fps": float(getattr(model, "fps")),
+    }
+    meta.update(extra)
+    state = _state_for_saving(model, None if trainable_encoder else ENCODER_PREFIX)
+    with atomic_folder(folder) as tmp:
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "method": meta["method"]})
+        meta["weights_bytes"] = (tmp / WEIGHTS_FILE).stat().st_size
+        topo: dict[str, torch.Tensor] = {"faces": torch.from_numpy(faces.copy())}
+        if template is not None:
+            topo["neutral"] = torch.from_numpy(np.asarray(template.vertices, np.float32).copy())
+            for name, idx in template.regions.items():
+                topo[f"region/{name}"] = torch.from_numpy(np.asarray(idx, np.int64).copy())
+            for name, pairs in template.vertex_pairs.items():
+                topo[f"pairs/{name}"] = torch.from_numpy(np.asarray(pairs, np.int64).copy())
+        save_file(topo, str(tmp / TOPOLOGY_FILE))
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / TRAINER_STATE_FILE)
+    return Path(folder)
+
+
+def _resolved_config(model: torch.nn.Module) -> dict[str, Any]:
+    settings = getattr(model, "settings", None)
+    return dict(settings) if isinstance(settings, dict) else dict(getattr(model, "config", {}))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+# ---- loading ---------------------------------------------------------------------------
+
+def read_checkpoint_info(folder: str | Path) -> dict[str, Any]:
+    """model.json of a checkpoint folder, checked for a readable, supported format."""
+    folder = Path(folder)
+    meta_path = folder / META_FILE
+    if not folder.is_dir():
+        raise VoxmeshError(f"Checkpoint folder {folder} does not exist; train a model first or check the path.")
+    if not meta_path.is_file():
+        raise VoxmeshError(f"Checkpoint {folder} has no {META_FILE}; point at a folder written by voxmesh train.")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise VoxmeshError(f"Checkpoint file {meta_path} is corrupt (not valid JSON); copy the checkpoint again or retrain.") from None
+    if not isinstance(meta, dict):
+        raise VoxmeshError(f"Checkpoint file {meta_path} is corrupt (not a JSON object); copy the checkpoint again or retrain.")
+    version = meta.get("format_version")
+    if not isinstance(version, int):
+        raise VoxmeshError(f"Checkpoint file {meta_path} has no format_version; point at a folder written by voxmesh train.")
+    if version > FORMAT_VERSION:
+        raise VoxmeshError(
+            f"Checkpoint {folder} has format version {version} (voxmesh {meta.get('voxmesh_version', '?')}) but this "
+            f"voxmesh {__version__} reads up to {FORMAT_VERSION}; upgrade voxmesh to load it."
+        )
+    for key in ("method", "config", "num_vertices", "topology_hash", "encoder", "speakers", "fps"):
+        if key not in meta:
+            raise VoxmeshError(f"Checkpoint file {meta_path} lacks '{key}'; it is corrupt, copy it again or retrain.")
+    return meta
+
+
+def _read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise VoxmeshError(f"Checkpoint {path.parent} has no {path.name}; copy the whole folder or retrain.")
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:
+        raise VoxmeshError(
+            f"Checkpoint file {path} is truncated or corrupt ({type(exc).__name__}); copy the {what} again or retrain."
+        ) from None
+
+
+def load_checkpoint_template(folder: str | Path) -> Template:
+    """The topology a checkpoint was trained on: neutral ``[V, 3]``, faces ``[F, 3]``,
+    regions and vertex pairs (the neutral face is the first training subject's)."""
+    folder = Path(folder)
+    meta = read_checkpoint_info(folder)
+    topo = _read_safetensors(folder / TOPOLOGY_FILE, "topology")
+    faces = topo["faces"].numpy()
+    neutral = topo["neutral"].numpy() if "neutral" in topo else np.zeros((meta["num_vertices"], 3), np.float32)
+    regions = {k.split("/", 1)[1]: v.numpy() for k, v in topo.items() if k.startswith("region/")}
+    pairs = {k.split("/", 1)[1]: v.numpy() for k, v in topo.items() if k.startswith("pairs/")}
+    return Template(neutral, faces, regions, pairs)
+
+
+def _describe_topology(expected: str | Template) -> tuple[str, str]:
+    if isinstance(expected, Template):
+        return expected.topology_hash, f"{expected.num_vertices} vertices and {len(expected.faces)} faces"
+    return str(expected), f"topology hash {expected}"
+
+
+def load_checkpoint(folder: str | Path, expected_topology_hash: str | Template | None = None,
+                    device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Rebuild a model from a checkpoint folder through the registry and load its weights.
+
+    expected_topology_hash: the data's topology (its :func:`topology_hash`, or a
+    :class:`Template`); a checkpoint of another topology is refused. The model comes
+    back in eval mode on ``device``, with ``model.checkpoint_info`` = its model.json."""
+    folder = Path(folder)
+    meta = read_checkpoint_info(folder)
+    meta_path = folder / META_FILE
+    if expected_topology_hash is not None:
+        wanted, described = _describe_topology(expected_topology_hash)
+        if wanted != meta["topology_hash"]:
+            raise VoxmeshError(
+                f"Checkpoint {folder} was trained on a mesh of {meta['num_vertices']} vertices and "
+                f"{(meta.get('faces_shape') or [0])[0]} faces (topology {meta['topology_hash']}) but the data has "
+                f"{described}; use a checkpoint trained on this topology or retrain on this data."
+            )
+    weights_path = folder / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise VoxmeshError(f"Checkpoint {folder} has no {WEIGHTS_FILE}; copy the whole folder or retrain.")
+    expected_bytes = meta.get("weights_bytes")
+    if isinstance(expected_bytes, int) and weights_path.stat().st_size != expected_bytes:
+        raise VoxmeshError(
+            f"Checkpoint file {weights_path} is truncated or corrupt ({weights_path.stat().st_size} of "
+            f"{expected_bytes} bytes); copy the checkpoint again or retrain."
+        )
+    state = _read_safetensors(weights_path, "checkpoint")
+    template = load_checkpoint_template(folder)
+
+    encoder_spec = meta["encoder"].get("spec") if isinstance(meta["encoder"], dict) else meta["encoder"]
+    encoder_name = (meta["encoder"].get("name") if isinstance(meta["encoder"], dict) else None) or encoder_spec
+    try:
+        model = build_model(meta["method"], meta["config"], num_vertices=meta["num_vertices"],
+                            speakers=meta["speakers"], fps=meta["fps"], encoder=encoder_spec,
+                            faces=template.faces, neutral=template.vertices, emotions=meta.get("emotions"))
+    except Exception as exc:
+        _raise_build_error(exc, folder, meta, encoder_spec, encoder_name)
+    weights_saved = bool(meta.get("encoder_weights_saved", True))
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a shape mismatch
+        first = str(exc).strip().splitlines()
+        detail = next((line.strip() for line in first if "size mismatch" in line), "shapes differ")
+        raise VoxmeshError(
+            f"Checkpoint weights {weights_path} do not fit the {meta['method']} model described by {meta_path} "
+            f"({detail.rstrip('.')}); the files come from different runs, copy the folder again or retrain."
+        ) from None
+    missing = [k for k in result.missing_keys if weights_saved or not k.startswith(ENCODER_PREFIX)]
+    if missing or result.unexpected_keys:
+        raise VoxmeshError(
+            f"Checkpoint weights {weights_path} do not fit the {meta['method']} model described by {meta_path} "
+            f"({len(missing)} missing and {len(result.unexpected_keys)} unexpected tensors, e.g. "
+            f"'{(missing + list(result.unexpected_keys))[0]}'); they were saved by another method or config, retrain or "
+            f"use the matching voxmesh version."
+        )
+    model.to(device)
+    model.eval()
+    model.checkpoint_info = meta
+    return model
+
+
+def _raise_build_error(exc: Exception, folder: Path, meta: dict, encoder_spec: Any, encoder_name: Any):
+    """Tell a missing speech encoder apart from a config that does not fit the method."""
+    from voxmesh.audio import build_encoder
+
+    try:
+        build_encoder(encoder_spec)
+    except Exception as encoder_exc:
+        reason = str(encoder_exc).strip().splitlines()[0] if str(encoder_exc).strip() else type(encoder_exc).__name__
+        reason, _, fix = reason.rstrip(".").partition("; ")
+        # The encoder's own message says best what to do; keep its fix, else give ours.
+        fix = fix or "make it available offline (a local folder or the Hugging Face cache) and try again"
+        raise VoxmeshError(
+            f"Checkpoint {folder} needs the speech encoder '{encoder_name}', which cannot be loaded here "
+            f"({reason[0].lower() + reason[1:] if reason else 'unknown reason'}); {fix}."
+        ) from None
+    if isinstance(exc, VoxmeshError) and "Unknown method" in str(exc):
+        raise VoxmeshError(
+            f"Checkpoint {folder} is a '{meta['method']}' model, which this voxmesh does not have; "
+            f"upgrade voxmesh or install the package that registers it."
+        ) from None
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    raise VoxmeshError(
+        f"Checkpoint {folder / META_FILE} holds a config that the {meta['method']} model rejects "
+        f"({type(exc).__name__}: {reason.rstrip('.')}); it was written for another method or version, retrain it."
+    ) from None
+
+
+def load_trainer_state(folder: str | Path) -> dict[str, Any]:
+    """The optimiser, scheduler, counters and RNG states saved beside a ``last`` checkpoint."""
+    path = Path(folder) / TRAINER_STATE_FILE
+    if not path.is_file():
+        raise VoxmeshError(f"{path} does not exist, so there is nothing to resume; train without --resume.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise VoxmeshError(
+            f"Trainer state {path} is truncated or corrupt ({type(exc).__name__}); train without --resume."
+        ) from None
+
+
+def copy_checkpoint(source: str | Path, target: str | Path) -> Path:
+    """Copy a checkpoint folder (without trainer state) atomically."""
+    source = Path(source)
+    with atomic_folder(target) as tmp:
+        for name in (WEIGHTS_FILE, META_FILE, TOPOLOGY_FILE):
+            if (source / name).is_file():
+                shutil.copy2(source / name, tmp / name)
+    return Path(target)
+
+
+__all__ = [
+    "FORMAT_VERSION", "TRAINER_STATE_FILE", "atomic_folder", "build_model", "copy_checkpoint", "load_checkpoint",
+    "load_checkpoint_template", "load_trainer_state", "read_checkpoint_info", "save_checkpoint",
+]
