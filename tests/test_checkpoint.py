@@ -26,14 +26,7 @@ from voxmesh.train.checkpoint import (
 FACEFORMER = {"d_model": 16, "num_heads": 2, "num_layers": 1, "period": 15}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread avoids OpenMP spin-waits that make each small op take
-    milliseconds when other processes share the two cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def one_sentence(message: str) -> bool:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from test_trainer import tiny_config, write_run_dataset
 from typer.testing import CliRunner
 
@@ -21,14 +20,7 @@ from voxmesh.train.checkpoint import load_checkpoint
 from voxmesh.train.trainer import train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread avoids OpenMP spin-waits that make each small op take
-    milliseconds when other processes share the two cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

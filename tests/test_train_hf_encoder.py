@@ -35,12 +35,7 @@ def dataset(tmp_path_factory):
     return write_run_dataset(tmp_path_factory.mktemp("data"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.mark.parametrize("method", ["faceformer", "codetalker"])

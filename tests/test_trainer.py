@@ -28,14 +28,7 @@ CODETALKER_MODEL = {"vq_hidden_dim": 16, "vq_layers": 1, "vq_heads": 2, "vq_ff_d
 MEL = {"kind": "mel", "dim": 16, "hidden": 16}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread avoids OpenMP spin-waits that make each small op take
-    milliseconds when other processes share the two cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def write_run_dataset(root: Path) -> Path:

@@ -45,7 +45,7 @@ def main(out: str = "out") -> int:
     test = dataset.split("test")
     clip = max(test, key=lambda s: s.num_frames if s.emotion != "neutral" else 0)
     topology = dataset.topology()
-    video = to_video(clip.vertices, topology.faces, clip.audio, out_dir / "demo.mp4", fps=clip.fps,
+    to_video(clip.vertices, topology.faces, clip.audio, out_dir / "demo.mp4", fps=clip.fps,
                      vertex_colors=vertex_colors_for(topology), progress=True)
 
     print("4/4 scoring a still-face baseline on the test split ...", flush=True)
