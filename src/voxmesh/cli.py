@@ -175,5 +175,54 @@ def evaluate_command(
     typer.echo(f"wrote {result['written']['markdown']} and {result['written']['json']}")
 
 
+@app.command("animate")
+@user_errors
+def animate_command(
+    speech: list[Path] = typer.Argument(..., help="Speech files (wav, flac, ogg, mp3), any rate or channel count."),
+    output: Path = typer.Option(..., "-o", "--output", help="OUT.mp4 | OUT.npy | OUT.glb | a folder of .obj/.ply "
+                                "frames; with several inputs, a folder that gets one file each."),
+    model: str = typer.Option("default", help="A checkpoint folder (or training run) or a built-in name."),
+    speaker: Optional[str] = typer.Option(None, help="Speaking style: a training speaker's name or index "
+                                          "(default: a mixture of all)."),
+    emotion: Optional[str] = typer.Option(None, help="Emotion for models that take one (EmoFace)."),
+    intensity: Optional[int] = typer.Option(None, help="1 (normal) or 2 (strong), for models that take it."),
+    seed: int = typer.Option(0, help="The same seed gives the same motion."),
+    samples: int = typer.Option(1, help="Several motions (seeds seed, seed+1, ...) for diffusion models."),
+    steps: Optional[int] = typer.Option(None, help="Sampling steps for diffusion models."),
+    template: Optional[Path] = typer.Option(None, help="Your own neutral face (.obj/.ply/.npy) of the model's topology."),
+    fps: Optional[float] = typer.Option(None, help="Frame rate of the output (default: the model's)."),
+    side_by_side: Optional[Path] = typer.Option(None, "--side-by-side", help="Ground truth .npy shown beside (.mp4)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="With several inputs or a folder: mp4, npy, glb, obj or ply."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+) -> None:
+    """Turn speech into an animated face: video with sound, arrays, mesh frames or glTF."""
+    from voxmesh.animate import OUTPUT_FORMATS, animate_to_file, load_model
+
+    if samples < 1:
+        raise VoxmeshError(f"--samples {samples} must be 1 or more.")
+    if fmt is not None and fmt not in OUTPUT_FORMATS:
+        raise VoxmeshError(f"--format {fmt} is not one of {', '.join(OUTPUT_FORMATS)}.")
+    for path in speech:
+        if not path.is_file():
+            raise VoxmeshError(f"Audio file {path} does not exist; check the path.")
+    animation = load_model(model)
+    batch = len(speech) > 1 or samples > 1
+    if batch and output.suffix:
+        raise VoxmeshError(f"With several inputs or samples, -o must be a folder, not {output}.")
+    kind = fmt or ("mp4" if batch else None)
+    for path in speech:
+        for k in range(samples):
+            if batch:
+                name = path.stem + (f"_sample{k}" if samples > 1 else "")
+                target = output / (name if kind in ("obj", "ply") else f"{name}.{kind}")
+            else:
+                target = output
+            result = animate_to_file(animation, path, target, fmt=kind, fps=fps, side_by_side=side_by_side,
+                                     overwrite=overwrite, progress=sys.stderr.isatty(), speaker=speaker,
+                                     emotion=emotion, intensity=intensity, seed=seed + k, steps=steps,
+                                     template=template)
+            typer.echo(f"wrote {result['path']}")
+
+
 if __name__ == "__main__":
     app()

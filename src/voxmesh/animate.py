@@ -1,0 +1,328 @@
+"""From a sound file to a talking face: the library side of `voxmesh animate`.
+
+``load_model(name_or_path)`` gives an :class:`AnimationModel` whose ``animate(audio)``
+returns vertices ``[T, V, 3]``; ``iter_animation`` streams the same frames block by
+block, so any length of audio runs in windows with overlap and a linear cross-fade and
+memory does not grow with the length.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from voxmesh.audio.io import SAMPLE_RATE, load_audio, to_mono_16k
+from voxmesh.errors import VoxmeshError
+from voxmesh.mesh.template import Template
+
+# Built-in model names and their folders inside the package.
+BUILTIN_MODELS = {"default": "weights/default"}
+
+
+def builtin_model_path(name: str) -> Path | None:
+    relative = BUILTIN_MODELS.get(name)
+    if relative is None:
+        return None
+    return Path(__file__).resolve().parent / relative
+
+
+def _resolve_checkpoint(name_or_path: str | Path) -> Path:
+    path = builtin_model_path(str(name_or_path))
+    if path is not None:
+        if not (path / "model.json").is_file():
+            raise VoxmeshError(
+                f"The built-in model '{name_or_path}' is not in this installation ({path}); "
+                "pass a trained checkpoint folder with --model RUN."
+            )
+        return path
+    path = Path(name_or_path)
+    if (path / "model" / "model.json").is_file():  # a training run folder
+        return path / "model"
+    if (path / "model.json").is_file():
+        return path
+    known = ", ".join(sorted(BUILTIN_MODELS))
+    raise VoxmeshError(
+        f"Model {name_or_path} is neither a checkpoint folder (with model.json) nor a built-in name ({known}); "
+        "train one with `voxmesh train` or use a built-in name."
+    )
+
+
+def _accepted(function, options: dict[str, Any]) -> dict[str, Any]:
+    parameters = inspect.signature(function).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return options
+    return {k: v for k, v in options.items() if k in parameters}
+
+
+@dataclass
+class WindowPlan:
+    """Frames ``[start, end)`` of each window; consecutive windows overlap by ``overlap``."""
+
+    windows: list[tuple[int, int]]
+    overlap: int
+
+
+def plan_windows(total_frames: int, window: int, overlap: int) -> WindowPlan:
+    if total_frames <= window:
+        return WindowPlan([(0, total_frames)], 0)
+    overlap = min(overlap, window // 2)
+    hop = window - overlap
+    windows, start = [], 0
+    while True:
+        end = min(start + window, total_frames)
+        windows.append((start, end))
+        if end == total_frames:
+            break
+        start += hop
+    return WindowPlan(windows, overlap)
+
+
+class AnimationModel:
+    """A trained model ready to animate speech: the network, its topology and the
+    settings it was trained with."""
+
+    def __init__(self, model: torch.nn.Module, template: Template, info: dict[str, Any], device: str = "cpu",
+                 window_seconds: float = 10.0, overlap_seconds: float = 1.0):
+        self.model = model.eval()
+        self.template = template
+        self.info = info
+        self.device = device
+        self.fps = float(info.get("fps", getattr(model, "fps", 30.0)))
+        self.window_seconds = window_seconds
+        self.overlap_seconds = overlap_seconds
+
+    @property
+    def faces(self) -> np.ndarray:
+        return self.template.faces
+
+    @property
+    def speakers(self) -> list[str]:
+        return list(getattr(self.model, "speakers", []))
+
+    @property
+    def emotions(self) -> list[str]:
+        return list(getattr(self.model, "emotions", []) or [])
+
+    @property
+    def method(self) -> str:
+        return str(self.info.get("method", getattr(self.model, "method", "")))
+
+    # ---- conditions --------------------------------------------------------------------
+    def speaker_index(self, speaker: str | int | None) -> int:
+        """-1 (a mixture of every training speaker's style) for None."""
+        if speaker is None:
+            return -1
+        if isinstance(speaker, int) or (isinstance(speaker, str) and speaker.lstrip("-").isdigit()):
+            index = int(speaker)
+            if not -1 <= index < len(self.speakers):
+                raise VoxmeshError(f"Speaker {index} is out of range; this model knows {len(self.speakers)} speakers (0-{len(self.speakers) - 1}).")
+            return index
+        if speaker not in self.speakers:
+            raise VoxmeshError(f"Speaker '{speaker}' is not one of this model's speakers ({', '.join(self.speakers)}).")
+        return self.speakers.index(speaker)
+
+    @property
+    def takes_emotion(self) -> bool:
+        """Whether the method is conditioned on emotion (its generate takes emotion_ids)."""
+        return bool(self.emotions) and "emotion_ids" in inspect.signature(self.model.generate).parameters
+
+    def emotion_options(self, emotion: str | None, intensity: int | None) -> dict[str, torch.Tensor]:
+        if not self.takes_emotion:
+            if emotion is not None or intensity is not None:
+                raise VoxmeshError(f"This {self.method} model does not take an emotion; use an EmoFace model for --emotion.")
+            return {}
+        options: dict[str, torch.Tensor] = {}
+        if emotion is not None:
+            if emotion not in self.emotions:
+                raise VoxmeshError(f"Emotion '{emotion}' is not one of this model's emotions ({', '.join(self.emotions)}).")
+            options["emotion_ids"] = torch.tensor([self.emotions.index(emotion)], device=self.device)
+        if intensity is not None:
+            if intensity not in (1, 2):
+                raise VoxmeshError(f"Intensity {intensity} must be 1 (normal) or 2 (strong).")
+            options["intensity_ids"] = torch.tensor([intensity - 1], device=self.device)
+        return options
+
+    def neutral_face(self, template: np.ndarray | str | Path | None) -> np.ndarray:
+        """The face to animate: the model's own neutral, or the user's of the same topology."""
+        if template is None:
+            return self.template.vertices
+        if isinstance(template, (str, Path)):
+            path = Path(template)
+            if path.suffix.lower() == ".npy":
+                vertices = np.load(path).astype(np.float32).reshape(-1, 3)
+            else:
+                from voxmesh.mesh.template import load_mesh
+
+                vertices = load_mesh(path)[0]
+            source = str(path)
+        else:
+            vertices, source = np.asarray(template, dtype=np.float32).reshape(-1, 3), "the template"
+        if vertices.shape[0] != self.template.num_vertices:
+            raise VoxmeshError(
+                f"{source} has {vertices.shape[0]} vertices but the model animates {self.template.num_vertices}; "
+                "use a face of the model's topology."
+            )
+        if not np.all(np.isfinite(vertices)):
+            raise VoxmeshError(f"{source} has NaN or infinite vertices; re-export the face.")
+        return vertices
+
+    # ---- animation ---------------------------------------------------------------------
+    def _audio(self, audio: np.ndarray | str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+        if isinstance(audio, (str, Path)):
+            return load_audio(audio)
+        return to_mono_16k(np.asarray(audio, dtype=np.float32), sample_rate, source="the audio array")
+
+    @torch.no_grad()
+    def iter_animation(self, audio: np.ndarray | str | Path, *, speaker: str | int | None = None,
+                       emotion: str | None = None, intensity: int | None = None, seed: int = 0,
+                       steps: int | None = None, template: np.ndarray | str | Path | None = None,
+                       sample_rate: int = SAMPLE_RATE, progress: bool = False) -> Iterator[np.ndarray]:
+        """Yield blocks of frames ``[n, V, 3]`` (float32) covering the audio in order."""
+        from tqdm import tqdm
+
+        from voxmesh.audio.features import mesh_frames
+        from voxmesh.eval.evaluate import sequence_features
+
+        samples = self._audio(audio, sample_rate)
+        total = mesh_frames(len(samples), self.fps)
+        neutral = torch.from_numpy(self.neutral_face(template))[None].to(self.device)
+        speaker_ids = torch.tensor([self.speaker_index(speaker)], device=self.device)
+        options: dict[str, Any] = dict(self.emotion_options(emotion, intensity))
+        if steps is not None:
+            options["steps"] = int(steps)
+        plan = plan_windows(total, max(1, int(round(self.window_seconds * self.fps))),
+                            int(round(self.overlap_seconds * self.fps)))
+        pending: np.ndarray | None = None  # the previous window's overlapping tail
+        for index, (start, end) in enumerate(tqdm(plan.windows, desc="animate", unit="window", disable=not progress)):
+            first = int(round(start / self.fps * SAMPLE_RATE))
+            last = int(round(end / self.fps * SAMPLE_RATE))
+            clip = samples[first:last]
+            features = sequence_features(self.model, clip, end - start, self.fps, self.device)
+            vertices = self.model.generate(features[None].to(self.device), neutral, speaker_ids,
+                                           seed=seed + index, **_accepted(self.model.generate, options))
+            block = vertices[0, : end - start].float().cpu().numpy()
+            if pending is not None:
+                n = len(pending)
+                # Linear cross-fade over the overlap hides the seam between windows.
+                ramp = np.linspace(0.0, 1.0, n + 2, dtype=np.float32)[1:-1, None, None]
+                block[:n] = (1 - ramp) * pending + ramp * block[:n]
+            is_last = index == len(plan.windows) - 1
+            keep = 0 if is_last else plan.overlap
+            yield block[: len(block) - keep]
+            pending = block[len(block) - keep:] if keep else None
+
+    def animate(self, audio: np.ndarray | str | Path, **options: Any) -> np.ndarray:
+        """Vertices ``[T, V, 3]`` float32 for the whole audio (T = round(seconds * fps))."""
+        blocks = list(self.iter_animation(audio, **options))
+        return np.concatenate(blocks, axis=0) if blocks else np.zeros((0, self.template.num_vertices, 3), np.float32)
+
+
+def load_model(name_or_path: str | Path = "default", device: str = "cpu", **settings: Any) -> AnimationModel:
+    """A built-in model by name (``"default"``) or a checkpoint folder (a training run
+    folder, or its ``model`` folder)."""
+    from voxmesh.train.checkpoint import load_checkpoint, load_checkpoint_template, read_checkpoint_info
+
+    folder = _resolve_checkpoint(name_or_path)
+    info = read_checkpoint_info(folder)
+    model = load_checkpoint(folder, device=device)
+    return AnimationModel(model, load_checkpoint_template(folder), info, device=device, **settings)
+
+
+OUTPUT_FORMATS = ("mp4", "npy", "glb", "obj", "ply")
+
+
+def output_format(path: Path, default: str | None = None) -> str:
+    """The format a path asks for: its extension, or a folder of .obj/.ply frames."""
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix in ("mp4", "npy", "glb"):
+        return suffix
+    if suffix == "":
+        return default if default in ("obj", "ply") else "obj"
+    raise VoxmeshError(f"Output {path} has an unknown extension; use .mp4, .npy, .glb or a folder for .obj/.ply frames.")
+
+
+def resample_frames(vertices: np.ndarray, source_fps: float, target_fps: float) -> np.ndarray:
+    """Linear interpolation of ``[T, V, 3]`` in time from one frame rate to another."""
+    if abs(source_fps - target_fps) < 1e-9 or len(vertices) < 2:
+        return vertices
+    duration = len(vertices) / source_fps
+    frames = max(1, int(round(duration * target_fps)))
+    position = np.arange(frames) * source_fps / target_fps
+    low = np.clip(np.floor(position).astype(int), 0, len(vertices) - 1)
+    high = np.clip(low + 1, 0, len(vertices) - 1)
+    t = (position - low)[:, None, None].astype(np.float32)
+    return (1 - t) * vertices[low] + t * vertices[high]
+
+
+def load_sequence_file(path: str | Path, num_vertices: int) -> np.ndarray:
+    from voxmesh.data.layout import load_vertices
+
+    return load_vertices(Path(path), num_vertices)
+
+
+def animate_to_file(animation: AnimationModel, audio_path: str | Path, out: str | Path, *, fmt: str | None = None,
+                    fps: float | None = None, side_by_side: str | Path | None = None, overwrite: bool = False,
+                    progress: bool = False, **options: Any) -> dict:
+    """Animate one audio file and write ``out`` in the format its extension names."""
+    from voxmesh.audio.features import mesh_frames
+    from voxmesh.data.synthetic.sheet import vertex_colors_for
+    from voxmesh.render.export import write_glb, write_mesh_frames, write_npy_stream
+    from voxmesh.render.video import encode_video
+
+    out = Path(out)
+    kind = output_format(out, fmt)
+    if out.exists() and not overwrite:
+        raise VoxmeshError(f"Output {out} already exists; choose another name or pass --overwrite.")
+    samples = load_audio(audio_path)
+    if len(samples) == 0:
+        raise VoxmeshError(f"Audio file {audio_path} holds no samples; give a recording with speech.")
+    native = animation.fps
+    target_fps = float(fps) if fps else native
+    num_vertices = animation.template.num_vertices
+    colors = vertex_colors_for(animation.template)
+    streaming = abs(target_fps - native) < 1e-9 and side_by_side is None
+    if streaming:
+        total = mesh_frames(len(samples), native)
+        blocks = animation.iter_animation(samples, progress=progress, **options)
+    else:
+        vertices = resample_frames(animation.animate(samples, progress=progress, **options), native, target_fps)
+        total = len(vertices)
+        blocks = iter([vertices])
+
+    if kind == "npy":
+        write_npy_stream(blocks, out, total, num_vertices)
+    elif kind in ("obj", "ply"):
+        write_mesh_frames(blocks, out, animation.faces, kind)
+    elif kind == "glb":
+        vertices = np.concatenate(list(blocks), axis=0)
+        base = animation.neutral_face(options.get("template"))
+        return {**write_glb(vertices, animation.faces, out, target_fps, base=base, vertex_colors=colors),
+                "format": kind}
+    elif kind == "mp4":
+        from voxmesh.render.rasterizer import Renderer
+
+        reference = animation.neutral_face(options.get("template"))
+        renderer = Renderer(animation.faces, width=512, height=512, reference_vertices=reference, vertex_colors=colors)
+        if side_by_side is not None:
+            truth = resample_frames(load_sequence_file(side_by_side, num_vertices), native, target_fps)
+
+            def frames():
+                for k, frame in enumerate(np.concatenate(list(blocks), axis=0)):
+                    gt = truth[min(k, len(truth) - 1)]
+                    yield np.concatenate([renderer.render(frame), renderer.render(gt)], axis=1)
+
+            encode_video(frames(), out, target_fps, 1024, 512, samples)
+        else:
+            def frames():
+                for block in blocks:
+                    for frame in block:
+                        yield renderer.render(frame)
+
+            encode_video(frames(), out, target_fps, 512, 512, samples)
+    return {"path": str(out), "format": kind, "frames": total, "fps": target_fps,
+            "seconds": len(samples) / SAMPLE_RATE}
