@@ -3,7 +3,7 @@
 1. synthesize the tiny synthetic dataset (espeak-ng speech, procedural head, exact
    phoneme timings) and check it;
 2. render the contact sheet of the head, its visemes, expressions and identities;
-3. render one test clip to an .mp4 with its sound;
+3. render one test clip to an .mp4 with its sound, and write it as an animated .glb;
 4. score a still-face baseline (the template, not moving) on the test split with the
    metric suite, as `voxmesh evaluate-predictions` does for any project's outputs.
 """
@@ -25,6 +25,7 @@ def main(out: str = "out") -> int:
     from voxmesh.eval.predictions import evaluate_prediction_folder, format_metrics_table
     from voxmesh.files import atomic_path
     from voxmesh.render import to_video
+    from voxmesh.render.export import write_glb
 
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -46,7 +47,9 @@ def main(out: str = "out") -> int:
     clip = max(test, key=lambda s: s.num_frames if s.emotion != "neutral" else 0)
     topology = dataset.topology()
     to_video(clip.vertices, topology.faces, clip.audio, out_dir / "demo.mp4", fps=clip.fps,
-                     vertex_colors=vertex_colors_for(topology), progress=True)
+             vertex_colors=vertex_colors_for(topology), progress=True)
+    glb = write_glb(clip.vertices, topology.faces, out_dir / "demo.glb", clip.fps, base=clip.template,
+                    vertex_colors=vertex_colors_for(topology))
 
     print("4/4 scoring a still-face baseline on the test split ...", flush=True)
     preds = out_dir / "still-face-predictions"
@@ -64,6 +67,8 @@ def main(out: str = "out") -> int:
     print(f"  synthetic-tiny/          {summary['clips']} clips in the shared layout ({summary['seconds']:.0f} s of speech)")
     print(f"  contact_sheet.png        the head, its visemes, expressions and identities ({sheet.shape[1]}x{sheet.shape[0]})")
     print(f"  demo.mp4                 '{clip.text}' ({clip.emotion}, {clip.duration:.1f} s) with sound")
+    print(f"  demo.glb                 the same motion as glTF: {glb['morph_targets']} morph targets animated at "
+          f"{clip.fps:g} fps (plays in Blender and three.js)")
     print("  still_face_metrics.json  LVE/EVE/FDD/MVE/MOD of a face that does not move: the floor any model must beat")
     return 0
 
