@@ -12,3 +12,4 @@ from voxmesh.models.codetalker import CodeTalker  # noqa: E402
 
 __all__ = ["CodeTalker", "FaceFormer", "TalkingFaceModel", "available_methods", "model_class", "register"]
 from voxmesh.models.emoface import EmoFace  # noqa: E402
+from voxmesh.models.gldi import GLDiTalker  # noqa: E402
