@@ -10,6 +10,8 @@ from voxmesh.models.registry import available_methods, model_class, register
 from voxmesh.models.faceformer import FaceFormer  # noqa: E402
 from voxmesh.models.codetalker import CodeTalker  # noqa: E402
 
-__all__ = ["CodeTalker", "FaceFormer", "TalkingFaceModel", "available_methods", "model_class", "register"]
 from voxmesh.models.emoface import EmoFace  # noqa: E402
 from voxmesh.models.gldi import GLDiTalker  # noqa: E402
+
+__all__ = ["CodeTalker", "EmoFace", "FaceFormer", "GLDiTalker", "TalkingFaceModel", "available_methods",
+           "model_class", "register"]
