@@ -102,9 +102,11 @@ def generation_rows() -> tuple[list[dict], dict]:
     encoder_seconds = min(timed(encode) for _ in range(3))
     rows = []
     for steps, guidance in ((10, 1.0), (25, 1.0), (50, 1.0), (25, 2.0)):
-        model.generate(features, template, speakers, seed=0, steps=steps, guidance=guidance)  # warm up
-        seconds = min(timed(lambda: model.generate(features, template, speakers, seed=0, steps=steps,
-                                                   guidance=guidance)) for _ in range(2))
+        def run(steps: int = steps, guidance: float = guidance) -> None:
+            model.generate(features, template, speakers, seed=0, steps=steps, guidance=guidance)
+
+        run()  # warm up
+        seconds = min(timed(run) for _ in range(2))
         rows.append({"steps": steps, "guidance": guidance, "audio_seconds": SECONDS, "encoder_rtf": encoder_seconds / SECONDS,
                      "model_rtf": seconds / SECONDS, "total_rtf": (encoder_seconds + seconds) / SECONDS})
         print(".", end="", flush=True, file=sys.stderr)

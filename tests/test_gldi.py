@@ -32,7 +32,8 @@ ENCODER = {"kind": "mel", "dim": C, "hidden": 16}
 TINY = {
     "pyramid_factors": [2, 2, 2], "mesh_channels": [4, 4, 8, 8], "pool_slots": [4, 4, 4, 4], "hidden_dim": 32,
     "vq_layers": 1, "vq_heads": 2, "vq_ff_dim": 64, "vq_dropout": 0.0, "num_parts": 2, "code_dim": 8,
-    "num_codes": 32, "ema_decay": 0.9, "dead_code_threshold": 0.5, "vq_warmup_steps": 6, "d_model": 32, "num_heads": 2, "num_layers": 1, "ff_dim": 64,
+    "num_codes": 32, "ema_decay": 0.9, "dead_code_threshold": 0.5, "vq_warmup_steps": 6, "displacement_slots": 16,
+    "d_model": 32, "num_heads": 2, "num_layers": 1, "ff_dim": 64,
     "dropout": 0.0, "sampling_steps": 5, "window_seconds": 0.4, "overlap_seconds": 0.1,
 }
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -184,6 +185,7 @@ def test_vqvae_reconstructs_a_training_sequence_after_a_short_fit():
         reconstruction = model.vqvae.decode(quantized.quantized, mask)
     error = relative_error(reconstruction, motion)
     assert error < 0.2, error  # mean absolute error under a fifth of the motion's mean size
+    torch.testing.assert_close(model.reconstruct(batch.vertices, batch.template), batch.template[:, None] + reconstruction)
     assert losses["loss"] < 0.4 * first
     assert quantized.indices.shape == (2, 12, 2)
     assert int(quantized.indices.min()) >= 0 and int(quantized.indices.max()) < TINY["num_codes"]
@@ -230,9 +232,9 @@ def test_denoiser_learns_with_the_vqvae_frozen():
             return float(model(batch, "diffusion")["loss"])
 
     before = fixed_loss()
-    losses = fit(model, batch, "diffusion", 40)[-1]
+    losses = fit(model, batch, "diffusion", 60)[-1]
     assert {"latent_loss", "latent_velocity_loss"} <= set(losses)
-    assert fixed_loss() < 0.5 * before
+    assert fixed_loss() < 0.65 * before  # 0.41 here (0.32-0.50 over model seeds)
     assert all(torch.equal(frozen[k], v) for k, v in model.vqvae.state_dict().items())
     with_vertices = make_model(vertex_weight=1.0)(batch, "diffusion")
     assert float(with_vertices["vertex_loss"].detach()) > 0

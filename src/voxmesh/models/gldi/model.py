@@ -5,9 +5,12 @@ Stage ``"vqvae"`` learns the graph-enhanced quantised motion space
 (:class:`~voxmesh.models.gldi.vqvae.GraphMotionVQVAE`): motion (vertices minus template)
 -> spiral-conv mesh pyramid per frame -> temporal transformer (optional down-sampling
 by ``2^q``) -> ``parts x code_dim`` latents a latent frame -> vector quantisation ->
-the mirrored decoder. Loss: L1 reconstruction + ``velocity_weight`` x L1 of the
-frame-to-frame velocity (both in ``motion_scale`` units, centimetres by default) +
-codebook and commitment terms. ``perplexity`` (codebook usage) is logged.
+the mirrored decoder (a Laplacian pyramid of per-level displacement heads, plus
+full-resolution displacement slots). Loss: L1 reconstruction + ``velocity_weight`` x L1
+of the frame-to-frame velocity (both in ``motion_scale`` units, centimetres by default)
++ codebook and commitment terms. ``perplexity`` (codebook usage) is logged. The first
+``vq_warmup_steps`` train without the quantiser, whose codebook then starts from the
+latents of a batch; ``vq_crop_seconds`` trains on random crops of the windows.
 
 Stage ``"diffusion"`` learns speech -> latents with the VQ-VAE frozen
 (:class:`~voxmesh.models.gldi.denoiser.SpaceTimeDenoiser`): the ground truth's quantised
@@ -55,7 +58,7 @@ GLDI_DEFAULTS: dict[str, Any] = {
     "spiral_dilation": 1,
     "mesh_channels": [4, 8, 16, 32],  # SpiralConv width a level, fine to coarse (narrow at full resolution)
     "pool_slots": [16, 16, 16, 16],  # learned pooling / scattering slots a level
-    "displacement_slots": 32,  # full-resolution displacement slots (encoder readout, decoder directions); 0: none
+    "displacement_slots": 64,  # full-resolution displacement slots (encoder readout, decoder directions); 0: none
     "mesh_encoder": "pyramid",  # "pyramid" (spiral convolutions) or "linear" (the ablation: one linear layer a frame)
     "mesh_chunk_frames": None,  # frames through the mesh layers at once, checkpointed in training; None: all
     "motion_scale": 100.0,  # motion is multiplied by this inside stage 1 (metres -> centimetres)
@@ -74,7 +77,7 @@ GLDI_DEFAULTS: dict[str, Any] = {
     "dead_code_threshold": 1.0,  # restart codes winning under this many inputs a batch (moving average); 0: off
     "velocity_weight": 1.0,  # stage-1 L1 velocity loss
     "vq_crop_seconds": None,  # stage 1 trains on a random crop of each window this long (None: whole windows)
-    "vq_warmup_steps": 0,  # first stage-1 steps trained as a plain autoencoder, then the codebook starts from its latents
+    "vq_warmup_steps": 100,  # first stage-1 steps trained as a plain autoencoder, then the codebook starts from its latents
     "latent_stats_momentum": 0.01,
     # ---- stage 2: denoiser
     "d_model": 128,
@@ -342,6 +345,24 @@ class GLDiTalker(TalkingFaceModel):
         return {"loss": loss, **losses}
 
     # ---- inference -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def reconstruct(self, vertices: torch.Tensor, template: torch.Tensor, frame_mask: torch.Tensor | None = None,
+                    quantize: bool = True) -> torch.Tensor:
+        """Stage 1 alone: vertices ``[B, T, V, 3]`` encoded, quantised (unless
+        ``quantize=False``) and decoded back to ``[B, T, V, 3]`` with templates ``[B, V, 3]``;
+        how well the motion space holds the motion. Whole sequences in one pass; eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            frames = vertices.shape[1]
+            motion = vertices - template[:, None]
+            z, latent_mask = self.vqvae.encode(motion, frame_mask)
+            codes = self.vqvae.quantize(z, latent_mask, update=False).quantized if quantize else z
+            decoded = self.vqvae.decode(codes, latent_mask)[:, :frames]
+        finally:
+            self.train(was_training)
+        return template[:, None] + decoded.to(template.dtype)
+
     @torch.no_grad()
     def sample(self, audio_features: torch.Tensor, template: torch.Tensor, speaker_ids: torch.Tensor | None,
                num_samples: int = 1, seed: int | None = None, steps: int | None = None,
