@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
+
+from timing import best_seconds
 
 import numpy as np
 import torch
@@ -24,13 +25,6 @@ SECONDS = 10.0
 FPS = 30.0
 
 
-def best_of(fn, repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def measure(method: str, encoder: dict | str | None, device: str) -> dict:
@@ -52,8 +46,8 @@ def measure(method: str, encoder: dict | str | None, device: str) -> dict:
             return align_features(features, torch.tensor([frames]), feature_mask=mask, total_frames=frames)
 
     features = encode()
-    encoder_seconds = best_of(encode)
-    model_seconds = best_of(lambda: model.generate(features, template, speakers, seed=0), repeats=2)
+    encoder_seconds = best_seconds(encode, 3)
+    model_seconds = best_seconds(lambda: model.generate(features, template, speakers, seed=0), 2)
     return {"method": method, "encoder": model.audio_encoder.name, "device": device,
             "audio_seconds": SECONDS, "encoder_rtf": encoder_seconds / SECONDS,
             "model_rtf": model_seconds / SECONDS, "total_rtf": (encoder_seconds + model_seconds) / SECONDS}

@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from timing import best_seconds
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "emoface.json"
 EMOTIONS = ["angry", "calm", "disgust", "fearful", "happy", "neutral", "sad", "surprised"]
@@ -52,13 +54,6 @@ def sphere_5023():
     return np.asarray(vertices, np.float32), np.asarray(faces, np.int64)
 
 
-def best_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 # ---- measurements, each run in its own process ---------------------------------------------
@@ -105,8 +100,8 @@ def _spiral_conv3d(args: dict) -> dict:
     train_step()
     result["forward_backward_peak_mb"] = (peak_rss_bytes() - base) / 1e6
     with torch.no_grad():
-        result["forward_s"] = best_time(form, args["repeats"])
-    result["forward_backward_s"] = best_time(train_step, args["repeats"])
+        result["forward_s"] = best_seconds(form, args["repeats"])
+    result["forward_backward_s"] = best_seconds(train_step, args["repeats"])
     with torch.no_grad():
         result["max_abs_difference_between_forms"] = float((conv(x) - conv1d_form()).abs().max())
     return result
@@ -199,7 +194,7 @@ def _training_step(args: dict) -> dict:
     base = peak_rss_bytes()  # before the first step: ru_maxrss only grows
     step()
     peak = peak_rss_bytes()
-    cpu_start, wall = time.process_time(), best_time(step, args["repeats"])
+    cpu_start, wall = time.process_time(), best_seconds(step, args["repeats"])
     return {**args, "vertices": v, "step_wall_s": wall, "step_cpu_s_mean": (time.process_time() - cpu_start) / args["repeats"],
             "step_peak_mb": (peak - base) / 1e6, "process_peak_mb": peak_rss_bytes() / 1e6}
 
@@ -215,7 +210,7 @@ def _generation(args: dict) -> dict:
     frames = int(args["seconds"] * 30)
     features = torch.randn(1, frames, model.audio_encoder.output_dim)
     template = torch.from_numpy(head.vertices)[None]
-    seconds = best_time(lambda: model.generate(features, template, torch.zeros(1, dtype=torch.long)), 2)
+    seconds = best_seconds(lambda: model.generate(features, template, torch.zeros(1, dtype=torch.long)), 2)
     return {**args, "model_rtf": seconds / args["seconds"]}
 
 

@@ -25,6 +25,8 @@ import platform
 import time
 from pathlib import Path
 
+from timing import best_seconds
+
 import numpy as np
 import torch
 
@@ -44,14 +46,6 @@ def speechlike(seconds: float, seed: int = 0) -> np.ndarray:
     return (0.1 * envelope * voice + 0.005 * rng.standard_normal(t.size)).astype(np.float32)
 
 
-def best_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up: first-call allocations and kernel selection
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def exactness(encoder, clip: np.ndarray) -> dict[str, float] | None:
@@ -79,7 +73,8 @@ def exactness(encoder, clip: np.ndarray) -> dict[str, float] | None:
         "float32_roundoff_max": float(np.abs(ours - reference64).max()),
         "float32_roundoff_mean": float(np.abs(ours - reference64).mean()),
         "ctranslate2_seconds": best_seconds(
-            lambda: model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features.numpy()))), 3),
+            lambda: model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features.numpy()))), 3,
+            warmup=True),
     }
 
 
@@ -95,7 +90,7 @@ def main() -> None:
         start = time.perf_counter()
         encoder = build_encoder(spec)
         build_s = time.perf_counter() - start
-        seconds = best_seconds(lambda: encoder.encode(clip), args.repeats)
+        seconds = best_seconds(lambda: encoder.encode(clip), args.repeats, warmup=True)
         frames = encoder.encode(clip).shape[0]
         rows.append({"encoder": encoder.name, "build_s": build_s, "seconds": seconds,
                      "rtf": seconds / args.seconds, "frames": frames, "frame_rate": encoder.frame_rate,
