@@ -32,6 +32,18 @@ class Batch:
     speaker_ids: torch.Tensor | None = None  # [B] index into the model's speakers, -1 unknown
     emotion_ids: torch.Tensor | None = None  # [B] index into the model's emotions, -1 none
     intensity_ids: torch.Tensor | None = None  # [B] 0 normal, 1 strong
+    # Cross-reconstruction partners (EmoFace): the same sentence in another emotion, read
+    # at this batch's frames; see voxmesh.train.pairs.collate_pair_windows for the shapes.
+    pair_vertices: torch.Tensor | None = None
+    pair_mask: torch.Tensor | None = None
+    pair_emotion_ids: torch.Tensor | None = None
+    pair_intensity_ids: torch.Tensor | None = None
+    pair_audio: torch.Tensor | None = None
+    pair_audio_mask: torch.Tensor | None = None
+    pair_num_frames: torch.Tensor | None = None
+    pair_frame_positions: torch.Tensor | None = None
+    pair_audio_features: torch.Tensor | None = None
+    progress: float | None = None  # fraction of training done when the batch was made
 
     @property
     def num_frames(self) -> torch.Tensor:

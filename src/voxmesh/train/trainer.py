@@ -111,19 +111,22 @@ class SequenceStore:
 class WindowDataset(torch.utils.data.Dataset):
     """Items are ``(index, u)`` keys from :class:`WindowBatchSampler`: sequence ``index``
     cut to a window of ``window_frames`` starting at fraction ``u`` of the free range
-    (``u`` None: the whole sequence). Returns ``(Sequence, features [W, C] or None)``."""
+    (``u`` None: the whole sequence). Returns ``(Sequence, features [W, C] or None)``,
+    and with ``pairs`` a third element: the window's cross-reconstruction partner
+    (:class:`~voxmesh.train.pairs.PairWindow` or None), drawn from ``u``."""
 
     def __init__(self, store: SequenceStore, records: list[SequenceRecord], window_frames: int | None,
-                 features: dict[str, torch.Tensor] | None = None):
+                 features: dict[str, torch.Tensor] | None = None, pairs: Any = None):
         self.store = store
         self.records = records
         self.window_frames = window_frames
         self.features = features
+        self.pairs = pairs
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, key: tuple[int, float | None]) -> tuple[Sequence, torch.Tensor | None]:
+    def __getitem__(self, key: tuple[int, float | None]) -> tuple:
         index, u = key
         record = self.records[index]
         sequence = self.store.get(record)
@@ -138,7 +141,13 @@ class WindowDataset(torch.utils.data.Dataset):
             intensity=sequence.intensity, text=sequence.text, phonemes=None, sample_rate=sequence.sample_rate,
         )
         features = None if self.features is None else self.features[record.name][start:start + length]
-        return window, features
+        if self.pairs is None:
+            return window, features
+        # The window position doubles as the partner draw: repeatable, and every partner
+        # of a sentence comes up over the epochs.
+        draw = 0 if u is None else int(u * 1_000_003)
+        partner = self.pairs.window(record.name, start, length, draw=draw, features=self.features)
+        return window, features, partner
 
 
 class WindowBatchSampler:
@@ -183,15 +192,21 @@ class Collate:
         self.speakers = list(speakers)
         self.emotions = list(emotions)
 
-    def __call__(self, items: list[tuple[Sequence, torch.Tensor | None]]) -> Batch:
-        sequences = [sequence for sequence, _ in items]
+    def __call__(self, items: list[tuple]) -> Batch:
+        sequences = [item[0] for item in items]
         batch = collate_sequences(sequences)
         if items[0][1] is not None:
             frames = batch.vertices.shape[1]
             features = torch.zeros(len(items), frames, items[0][1].shape[-1])
-            for i, (_, item_features) in enumerate(items):
-                features[i, :item_features.shape[0]] = item_features
+            for i, item in enumerate(items):
+                features[i, :item[1].shape[0]] = item[1]
             batch.audio_features = features
+        if len(items[0]) == 3:
+            from voxmesh.train.pairs import collate_pair_windows
+
+            partners = collate_pair_windows([item[2] for item in items], batch.vertices.shape[1], self.emotions)
+            for name, value in partners.items():
+                setattr(batch, name, value)
         batch.speaker_ids = torch.tensor([speaker_index(s.subject, self.speakers) for s in sequences], dtype=torch.long)
         if any(s.emotion is not None for s in sequences):
             batch.emotion_ids = torch.tensor(
@@ -482,7 +497,15 @@ def _train_stage(config: TrainConfig, data: RunData, out: Path, stage: str, *, r
 
     window_frames = max(1, int(round(config.data.window_seconds * fps)))
     collate = Collate(data.speakers, data.emotions)
-    train_set = WindowDataset(data.store, data.train_records, window_frames, features)
+    pairs = None
+    if getattr(model, "needs_pairs", False):
+        from voxmesh.train.pairs import PairIndex
+
+        pairs = PairIndex(data.train_records, data.store.get)
+        if main and len(pairs) == 0:
+            print(f"warning: no training sequence of {data.dataset.root} has a partner (the same sentence in another "
+                  "emotion); cross-reconstruction is off.", file=sys.stderr)
+    train_set = WindowDataset(data.store, data.train_records, window_frames, features, pairs=pairs)
     sampler = WindowBatchSampler(len(train_set), config.data.batch_size, settings.seed)
     loader = torch.utils.data.DataLoader(
         train_set, batch_sampler=sampler, collate_fn=collate, num_workers=settings.num_workers,
@@ -537,6 +560,8 @@ def _train_stage(config: TrainConfig, data: RunData, out: Path, stage: str, *, r
         sampler.start_epoch(epoch, skip=batch_in_epoch * accelerator.num_processes)
         model.train()
         for batch in loader:
+            if hasattr(unwrapped, "set_progress"):  # schedules inside the model (EmoFace's self-growing share)
+                unwrapped.set_progress(step / total_steps)
             losses = model(batch, stage=stage)
             loss = losses["loss"]
             if not torch.isfinite(loss.detach()).all():
