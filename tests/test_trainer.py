@@ -5,6 +5,7 @@ models on a miniature dataset, on CPU."""
 from __future__ import annotations
 
 import json
+import shutil
 import re
 from pathlib import Path
 
@@ -218,6 +219,14 @@ def test_codetalker_trains_both_stages_the_second_from_the_first(dataset, tmp_pa
     assert json.loads((run / "model" / "model.json").read_text())["stage"] == "predictor"
     model = load_checkpoint(run / "model")
     assert fixed_batch_loss(model, dataset, "predictor") < fixed_batch_loss(untrained(config, dataset), dataset, "predictor")
+
+    # One stage 1 serves a second stage with another speech encoder (the shipped model's recipe).
+    other = tmp_path / "other"
+    shutil.copytree(run / "vqvae", other / "vqvae")
+    wider = tiny_config("codetalker", encoder={**MEL, "dim": 24}, epochs=1)
+    train(wider, dataset, other, stage="predictor", progress=False)
+    final_other = load_file(str(other / "model" / "model.safetensors"))
+    assert all(torch.equal(vq_best[k], final_other[k]) for k in vq_keys)
 
 
 def final_weights(run: Path) -> dict[str, torch.Tensor]:

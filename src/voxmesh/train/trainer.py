@@ -473,7 +473,12 @@ def _train_stage(config: TrainConfig, data: RunData, out: Path, stage: str, *, r
                 f"Stage '{stage}' starts from the best '{stage_names[stage_number - 1]}' weights but {previous} "
                 f"does not exist; train stage '{stage_names[stage_number - 1]}' first (--stage {stage_names[stage_number - 1]})."
             )
-        _load_weights(model, previous)
+        # Stage 1 of a staged method never hears speech: its run may have used another
+        # encoder (one stage 1 serves a mel and a Whisper stage 2). Tensors of the encoder
+        # and of what this stage trains anew may then differ in shape: those start as built.
+        learning = {id(p) for p in model.trainable_parameters(stage)}
+        fresh = {name for name, p in model.named_parameters() if id(p) in learning or name.startswith(ENCODER_PREFIX)}
+        _load_weights(model, previous, may_differ=fresh)
 
     # Only the stage's parameters learn; freezing the rest also spares their gradients.
     trainable = {id(p) for p in model.trainable_parameters(stage)}
@@ -637,9 +642,11 @@ def _train_stage(config: TrainConfig, data: RunData, out: Path, stage: str, *, r
     return result
 
 
-def _load_weights(model: torch.nn.Module, folder: Path) -> None:
+def _load_weights(model: torch.nn.Module, folder: Path, may_differ: set[str] = frozenset()) -> None:
     """Weights of a checkpoint folder into a freshly built model (frozen encoder
-    weights, left out of checkpoints, stay as built)."""
+    weights, left out of checkpoints, stay as built). ``may_differ``: names of tensors
+    that may be absent from the checkpoint or of another shape there (a previous stage
+    trained with another speech encoder); those keep the model's own values."""
     from safetensors.torch import load_file
 
     path = folder / WEIGHTS_FILE
@@ -647,6 +654,10 @@ def _load_weights(model: torch.nn.Module, folder: Path) -> None:
         state = load_file(str(path), device="cpu")
     except Exception as exc:
         raise VoxmeshError(f"Checkpoint file {path} is truncated or corrupt ({type(exc).__name__}); retrain that stage.") from None
+    if may_differ:
+        own = model.state_dict()
+        state = {k: v for k, v in state.items()
+                 if not (k in may_differ or k.startswith(ENCODER_PREFIX)) or (k in own and own[k].shape == v.shape)}
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError:
@@ -654,7 +665,7 @@ def _load_weights(model: torch.nn.Module, folder: Path) -> None:
             f"Checkpoint file {path} does not fit the model of this config (tensor shapes differ); train with the config "
             "the checkpoint was made with, or start again with --overwrite."
         ) from None
-    missing = [k for k in result.missing_keys if not k.startswith(ENCODER_PREFIX)]
+    missing = [k for k in result.missing_keys if not (k.startswith(ENCODER_PREFIX) or k in may_differ)]
     if missing or result.unexpected_keys:
         raise VoxmeshError(
             f"Checkpoint file {path} does not fit the model of this config ({len(missing)} missing, "
