@@ -281,6 +281,19 @@ def test_trains_through_the_trainer_and_reloads_to_identical_output(tmp_path):
     again = generate_sequence(load_checkpoint(tmp_path / "again"), sequence, 0)
     np.testing.assert_array_equal(first, again)
 
+    # Evaluation: the heard emotion by default, the label on request, and the classifier's accuracy.
+    from voxmesh.eval.evaluate import evaluate_run
+
+    heard = evaluate_run(run, dataset, split="test", out=tmp_path / "heard")
+    labelled = evaluate_run(run, dataset, split="test", out=tmp_path / "label", emotion_source="label")
+    assert heard["emotion_source"] == "heard" and labelled["emotion_source"] == "label"
+    classification = heard["emotion_classification"]
+    assert classification["sequences"] == 4 and classification["chance"] == 0.5
+    assert np.sum(classification["confusion"]) == 4 and 0.0 <= classification["accuracy"] <= 1.0
+    assert "Emotion accuracy from the voice" in (tmp_path / "heard.md").read_text()
+    with pytest.raises(VoxmeshError, match="emotion_source"):
+        evaluate_run(run, dataset, split="test", out=tmp_path / "bad", emotion_source="guess")
+
 
 def test_trainer_feeds_partners_and_training_progress(tmp_path):
     """Through ``voxmesh train``: windows come with their partners (cross_l1 is logged

@@ -165,12 +165,14 @@ def evaluate_command(
     fps: Optional[float] = typer.Option(None, help="Frame rate for the generic preset (default: the model's)."),
     seed: int = typer.Option(0, help="Seed handed to generate (for stochastic methods)."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
+    emotion_source: str = typer.Option("heard", "--emotion-source",
+                                       help="Emotion-aware models: 'heard' (from the voice) or 'label' (the dataset's)."),
 ) -> None:
     """Score a trained model on a split beside the static and mean baselines."""
     from voxmesh.eval.evaluate import evaluate_run, format_evaluation
 
     result = evaluate_run(run, data, split=split, out=out, preset=preset, fps=fps, seed=seed, device=device,
-                          progress=sys.stderr.isatty())
+                          progress=sys.stderr.isatty(), emotion_source=emotion_source)
     typer.echo(format_evaluation(result).rstrip())
     typer.echo(f"wrote {result['written']['markdown']} and {result['written']['json']}")
 

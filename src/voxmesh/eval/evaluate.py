@@ -76,10 +76,13 @@ def _accepted(function, options: dict[str, Any]) -> dict[str, Any]:
 
 @torch.no_grad()
 def generate_sequence(model, sequence: Sequence, speaker: int, *, features: torch.Tensor | None = None,
-                      seed: int | None = 0, device: torch.device | str = "cpu", cache=None) -> np.ndarray:
+                      seed: int | None = 0, device: torch.device | str = "cpu", cache=None,
+                      emotion_source: str = "label") -> np.ndarray:
     """The model's vertices for a whole sequence, float32 ``[T, V, 3]`` with T the
-    sequence's frame count, conditioned on speaker style ``speaker`` (and the
-    sequence's emotion and intensity for emotion-aware models)."""
+    sequence's frame count, conditioned on speaker style ``speaker`` and, for
+    emotion-aware models, the sequence's intensity and emotion: its label
+    (``emotion_source="label"``) or the emotion the model hears in the voice
+    (``"heard"``)."""
     from voxmesh.train.trainer import intensity_index
 
     frames = sequence.num_frames
@@ -90,6 +93,8 @@ def generate_sequence(model, sequence: Sequence, speaker: int, *, features: torc
     model_emotions = list(getattr(model, "emotions", []) or [])
     if model_emotions:
         emotion = model_emotions.index(sequence.emotion) if sequence.emotion in model_emotions else -1
+        if emotion_source == "heard":
+            emotion = -1  # unknown: the model conditions on what its classifier hears
         options["emotion_ids"] = torch.tensor([emotion], dtype=torch.long, device=device)
         options["intensity_ids"] = torch.tensor([intensity_index(sequence.intensity)], dtype=torch.long, device=device)
     vertices = model.generate(features[None].to(device), template, torch.tensor([speaker], dtype=torch.long, device=device),
@@ -154,9 +159,16 @@ def _checkpoint_folder(run: Path) -> Path:
 
 def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out: str | Path | None = None,
                  preset: str | None = None, fps: float | None = None, seed: int = 0,
-                 device: str | torch.device | None = None, progress: bool = False) -> dict[str, Any]:
+                 device: str | torch.device | None = None, progress: bool = False,
+                 emotion_source: str = "heard") -> dict[str, Any]:
     """Score RUN/model (or a checkpoint folder) on a split of a dataset and write
     ``RUN/eval_<split>.md`` and ``.json`` (or ``out`` with those suffixes).
+
+    Emotion-aware models take the emotion they hear in the voice by default
+    (``emotion_source="heard"``: the same information every other method gets);
+    ``"label"`` gives them each sequence's emotion label. Models with an emotion
+    classifier also get ``emotion_accuracy`` (argmax over whole sequences against the
+    labels) with its chance level.
 
     preset / fps default to those the model was trained with. Returns the JSON-ready
     result: ``rows`` (``static``, ``mean``, ``model``: metric -> value), ``per_condition``
@@ -165,6 +177,8 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
     from voxmesh.data.presets import canonical_split
     from voxmesh.train.checkpoint import load_checkpoint, read_checkpoint_info
 
+    if emotion_source not in ("heard", "label"):
+        raise VoxmeshError(f"emotion_source is '{emotion_source}'; use 'heard' (from the voice) or 'label'.")
     run = Path(run)
     folder = _checkpoint_folder(run)
     info = read_checkpoint_info(folder)
@@ -205,7 +219,7 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
     for i, sequence in enumerate(sequences):
         if seen[i]:
             seen_preds[i] = generate_sequence(model, sequence, speakers.index(sequence.subject), features=features[i],
-                                              seed=seed, device=device)
+                                              seed=seed, device=device, emotion_source=emotion_source)
             bar.update(1)
     per_condition: dict[str, dict[str, float]] = {}
     for condition in conditions:
@@ -215,7 +229,7 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
                 preds.append(seen_preds[i])
             else:
                 preds.append(generate_sequence(model, sequence, speakers.index(condition), features=features[i],
-                                               seed=seed, device=device))
+                                               seed=seed, device=device, emotion_source=emotion_source))
                 bar.update(1)
         per_condition[condition or "own style"] = evaluate_sequences(preds, gts, templates, regions)
         del preds  # one condition's unseen predictions in memory at a time
@@ -251,6 +265,8 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
         "conditions": [c for c in conditions if c is not None],
         "rows": rows,
         "per_condition": per_condition,
+        "emotion_source": emotion_source if getattr(model, "emotions", None) else None,
+        "emotion_classification": emotion_classification(model, sequences, features, device),
         "units": {k: METRIC_UNITS[k] for k in keys},
         "masks": describe_masks(regions, topology.num_vertices),
         "baselines": {
@@ -267,6 +283,27 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
         tmp.write_text(format_evaluation(result))
     result["written"] = {"markdown": str(md_path), "json": str(json_path)}
     return result
+
+
+@torch.no_grad()
+def emotion_classification(model, sequences: list[Sequence], features: list[torch.Tensor],
+                           device: torch.device | str) -> dict[str, Any] | None:
+    """How often a model's emotion classifier names a sequence's labelled emotion (the
+    argmax over the whole sequence), with the chance level and a confusion matrix
+    (rows: label, columns: heard); None for models without a classifier or without
+    labelled sequences."""
+    emotions = list(getattr(model, "emotions", []) or [])
+    if not emotions or not hasattr(model, "classify_emotion"):
+        return None
+    labelled = [(s, f) for s, f in zip(sequences, features) if s.emotion in emotions]
+    if not labelled:
+        return None
+    confusion = np.zeros((len(emotions), len(emotions)), dtype=int)
+    for sequence, sequence_features in labelled:
+        probabilities = model.classify_emotion(sequence_features[None].to(device))[0]
+        confusion[emotions.index(sequence.emotion), int(probabilities.argmax())] += 1
+    return {"accuracy": float(np.trace(confusion) / confusion.sum()), "chance": 1.0 / len(emotions),
+            "sequences": int(confusion.sum()), "emotions": emotions, "confusion": confusion.tolist()}
 
 
 def _output_paths(run: Path, split: str, out: str | Path | None) -> tuple[Path, Path]:
@@ -325,10 +362,17 @@ def format_evaluation(result: dict[str, Any]) -> str:
         )
     else:
         lines.append("Every subject is a training speaker and is generated in its own style.")
+    if result.get("emotion_source"):
+        lines.append("Emotion: " + ("heard in the voice by the model's classifier (no labels given)."
+                                    if result["emotion_source"] == "heard" else "each sequence's label."))
+    classification = result.get("emotion_classification")
+    if classification:
+        lines.append(f"Emotion accuracy from the voice: {classification['accuracy']:.1%} over "
+                     f"{classification['sequences']} sequences (chance {classification['chance']:.1%}).")
     lines.append("Baselines: static = the subject's template, unmoving; mean = the template plus the mean offset from "
                  "the template over every training frame, per vertex and constant over time.")
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["cached_sequence_features", "describe_masks", "evaluate_run", "format_evaluation", "generate_sequence",
+__all__ = ["cached_sequence_features", "describe_masks", "emotion_classification", "evaluate_run", "format_evaluation", "generate_sequence",
            "mean_training_offset", "metric_regions", "sequence_features"]
