@@ -88,6 +88,14 @@ def test_seen_only_split_uses_each_subjects_own_style(trained, tmp_path):
     assert result["unseen_sequences"] == 0 and "own style" in (tmp_path / "val.md").read_text()
 
 
+def test_deterministic_model_has_zero_diversity(trained, tmp_path):
+    data, run = trained
+    result = evaluate_run(run, data, split="test", out=tmp_path / "div", samples=2)
+    assert result["rows"]["model"]["diversity"] == 0.0  # FaceFormer gives one motion per input
+    with pytest.raises(VoxmeshError, match="samples is 0"):
+        evaluate_run(run, data, split="test", out=tmp_path / "bad", samples=0)
+
+
 def test_evaluate_errors_are_one_sentence(trained, tmp_path):
     data, run = trained
     with pytest.raises(VoxmeshError, match="holds no trained model"):

@@ -353,6 +353,17 @@ def test_saved_model_reloads_with_identical_output(trained_run, tmp_path):
     assert torch.equal(first, copy.generate(batch.audio_features, batch.template, ids, seed=7))
 
 
+def test_evaluation_draws_samples_for_diversity(trained_run, tmp_path):
+    from voxmesh.eval.evaluate import evaluate_run
+
+    dataset = write_run_dataset(tmp_path / "data")
+    result = evaluate_run(trained_run, dataset, split="test", out=tmp_path / "eval", samples=3)
+    assert result["samples"] == 3 and result["units"]["diversity"] == "m"
+    assert result["rows"]["model"]["diversity"] > 0  # different seeds, different motions
+    assert "diversity" not in result["rows"]["static"]
+    assert "Diversity: mean distance between 3 motions" in (tmp_path / "eval.md").read_text()
+
+
 # ---- configs -------------------------------------------------------------------------------------
 
 def test_configs_parse_and_use_only_known_keys():

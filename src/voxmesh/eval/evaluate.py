@@ -25,10 +25,10 @@ from tqdm import tqdm
 
 from voxmesh.data.layout import FaceDataset, Sequence
 from voxmesh.errors import VoxmeshError
-from voxmesh.eval.metrics import METRIC_UNITS, _emotion_region, evaluate_sequences
+from voxmesh.eval.metrics import METRIC_UNITS, _emotion_region, diversity, evaluate_sequences
 from voxmesh.files import atomic_path
 
-METRIC_ORDER = ("LVE", "EVE", "FDD", "FDD_abs", "MVE", "MOD")
+METRIC_ORDER = ("LVE", "EVE", "FDD", "FDD_abs", "MVE", "MOD", "diversity")
 
 
 # ---- features and generation (shared with the trainer's validation) ----------------------
@@ -160,7 +160,7 @@ def _checkpoint_folder(run: Path) -> Path:
 def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out: str | Path | None = None,
                  preset: str | None = None, fps: float | None = None, seed: int = 0,
                  device: str | torch.device | None = None, progress: bool = False,
-                 emotion_source: str = "heard") -> dict[str, Any]:
+                 emotion_source: str = "heard", samples: int = 1) -> dict[str, Any]:
     """Score RUN/model (or a checkpoint folder) on a split of a dataset and write
     ``RUN/eval_<split>.md`` and ``.json`` (or ``out`` with those suffixes).
 
@@ -168,7 +168,9 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
     (``emotion_source="heard"``: the same information every other method gets);
     ``"label"`` gives them each sequence's emotion label. Models with an emotion
     classifier also get ``emotion_accuracy`` (argmax over whole sequences against the
-    labels) with its chance level.
+    labels) with its chance level. ``samples`` > 1 draws that many motions of every
+    sequence (seeds ``seed``, ``seed + 1``, ...; unseen subjects in the first training
+    speaker's style) and adds their ``diversity`` (metres) to the model's row.
 
     preset / fps default to those the model was trained with. Returns the JSON-ready
     result: ``rows`` (``static``, ``mean``, ``model``: metric -> value), ``per_condition``
@@ -177,6 +179,8 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
     from voxmesh.data.presets import canonical_split
     from voxmesh.train.checkpoint import load_checkpoint, read_checkpoint_info
 
+    if samples < 1:
+        raise VoxmeshError(f"samples is {samples}; give 1 (no diversity) or more samples a sequence.")
     if emotion_source not in ("heard", "label"):
         raise VoxmeshError(f"emotion_source is '{emotion_source}'; use 'heard' (from the voice) or 'label'.")
     run = Path(run)
@@ -236,6 +240,17 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
     bar.close()
     keys = list(next(iter(per_condition.values())))
     model_row = {k: float(np.mean([m[k] for m in per_condition.values()])) for k in keys}
+    if samples > 1:
+        draws = []
+        for i, sequence in enumerate(tqdm(sequences, desc="diversity", unit="seq", disable=not progress, leave=False)):
+            speaker = speakers.index(sequence.subject if seen[i] else conditions[0])
+            first = seen_preds[i] if seen[i] else None
+            stack = [first] if first is not None else []
+            stack += [generate_sequence(model, sequence, speaker, features=features[i], seed=seed + k, device=device,
+                                        emotion_source=emotion_source) for k in range(len(stack), samples)]
+            draws.append(diversity(np.stack(stack)))
+        model_row["diversity"] = float(np.mean(draws))
+        keys.append("diversity")
 
     rows: dict[str, dict[str, float]] = {
         "static": evaluate_sequences([_constant(t, len(g)) for t, g in zip(templates, gts)], gts, templates, regions),
@@ -264,6 +279,7 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
         "unseen_subjects": unseen_subjects,
         "conditions": [c for c in conditions if c is not None],
         "rows": rows,
+        "samples": samples,
         "per_condition": per_condition,
         "emotion_source": emotion_source if getattr(model, "emotions", None) else None,
         "emotion_classification": emotion_classification(model, sequences, features, device),
@@ -337,7 +353,8 @@ def format_evaluation(result: dict[str, Any]) -> str:
         "|---|" + "---:|" * len(keys),
     ]
     for row, values in result["rows"].items():
-        lines.append(f"| {names.get(row, row)} | " + " | ".join(f"{values[k]:.4e}" for k in keys) + " |")
+        lines.append(f"| {names.get(row, row)} | " + " | ".join(f"{values[k]:.4e}" if k in values else "" for k in keys)
+                     + " |")
     lines.append("")
     masks = result["masks"]
     parts = []
@@ -348,6 +365,9 @@ def format_evaluation(result: dict[str, Any]) -> str:
         size = f"{mask['pairs']} vertex pairs" if "pairs" in mask else f"{mask['vertices']} vertices"
         parts.append(f"{key} over `{mask['region']}` ({size})")
     lines.append("Masks: " + "; ".join(parts) + ".")
+    if "diversity" in keys:
+        lines.append(f"Diversity: mean distance between {result['samples']} motions of each sequence drawn with "
+                     "different seeds (metres).")
     lines.append(
         "Units: LVE, EVE and FDD are squared metres (the papers' \"x1e-5 mm\" columns are these values scaled); "
         "MVE and MOD are metres. Lower is better, except FDD, which is signed (ground truth minus prediction; "
