@@ -362,6 +362,9 @@ def test_evaluation_draws_samples_for_diversity(trained_run, tmp_path):
     assert result["rows"]["model"]["diversity"] > 0  # different seeds, different motions
     assert "diversity" not in result["rows"]["static"]
     assert "Diversity: mean distance between 3 motions" in (tmp_path / "eval.md").read_text()
+    one_step = evaluate_run(trained_run, dataset, split="test", out=tmp_path / "one", steps=1)
+    assert one_step["steps"] == 1 and one_step["rows"]["model"]["LVE"] != result["rows"]["model"]["LVE"]
+    assert 0 < one_step["generation_seconds"] < result["generation_seconds"] and one_step["audio_seconds"] > 0
 
 
 # ---- configs -------------------------------------------------------------------------------------

@@ -168,13 +168,14 @@ def evaluate_command(
     emotion_source: str = typer.Option("heard", "--emotion-source",
                                        help="Emotion-aware models: 'heard' (from the voice) or 'label' (the dataset's)."),
     samples: int = typer.Option(1, help="Motions drawn a sequence with seeds seed, seed+1, ...; 2 or more adds diversity."),
+    steps: Optional[int] = typer.Option(None, help="Sampling steps of diffusion models (default: the checkpoint's)."),
 ) -> None:
     """Score a trained model on a split beside the static and mean baselines."""
     from voxmesh.eval.evaluate import evaluate_run, format_evaluation
 
     result = evaluate_run(run, data, split=split, out=out, preset=preset, fps=fps, seed=seed, device=device,
                           progress=sys.stderr.isatty(), emotion_source=emotion_source,
-                          samples=samples)
+                          samples=samples, steps=steps)
     typer.echo(format_evaluation(result).rstrip())
     typer.echo(f"wrote {result['written']['markdown']} and {result['written']['json']}")
 

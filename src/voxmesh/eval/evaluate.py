@@ -16,6 +16,7 @@ Rows of the table:
 from __future__ import annotations
 
 import inspect
+import time
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +78,12 @@ def _accepted(function, options: dict[str, Any]) -> dict[str, Any]:
 @torch.no_grad()
 def generate_sequence(model, sequence: Sequence, speaker: int, *, features: torch.Tensor | None = None,
                       seed: int | None = 0, device: torch.device | str = "cpu", cache=None,
-                      emotion_source: str = "label") -> np.ndarray:
+                      emotion_source: str = "label", steps: int | None = None) -> np.ndarray:
     """The model's vertices for a whole sequence, float32 ``[T, V, 3]`` with T the
     sequence's frame count, conditioned on speaker style ``speaker`` and, for
     emotion-aware models, the sequence's intensity and emotion: its label
     (``emotion_source="label"``) or the emotion the model hears in the voice
-    (``"heard"``)."""
+    (``"heard"``). ``steps``: sampling steps of diffusion models (None: the model's)."""
     from voxmesh.train.trainer import intensity_index
 
     frames = sequence.num_frames
@@ -97,6 +98,8 @@ def generate_sequence(model, sequence: Sequence, speaker: int, *, features: torc
             emotion = -1  # unknown: the model conditions on what its classifier hears
         options["emotion_ids"] = torch.tensor([emotion], dtype=torch.long, device=device)
         options["intensity_ids"] = torch.tensor([intensity_index(sequence.intensity)], dtype=torch.long, device=device)
+    if steps is not None:
+        options["steps"] = int(steps)
     vertices = model.generate(features[None].to(device), template, torch.tensor([speaker], dtype=torch.long, device=device),
                               seed=seed, **_accepted(model.generate, options))
     return vertices[0, :frames].float().cpu().numpy()
@@ -160,7 +163,7 @@ def _checkpoint_folder(run: Path) -> Path:
 def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out: str | Path | None = None,
                  preset: str | None = None, fps: float | None = None, seed: int = 0,
                  device: str | torch.device | None = None, progress: bool = False,
-                 emotion_source: str = "heard", samples: int = 1) -> dict[str, Any]:
+                 emotion_source: str = "heard", samples: int = 1, steps: int | None = None) -> dict[str, Any]:
     """Score RUN/model (or a checkpoint folder) on a split of a dataset and write
     ``RUN/eval_<split>.md`` and ``.json`` (or ``out`` with those suffixes).
 
@@ -170,7 +173,10 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
     classifier also get ``emotion_accuracy`` (argmax over whole sequences against the
     labels) with its chance level. ``samples`` > 1 draws that many motions of every
     sequence (seeds ``seed``, ``seed + 1``, ...; unseen subjects in the first training
-    speaker's style) and adds their ``diversity`` (metres) to the model's row.
+    speaker's style) and adds their ``diversity`` (metres) to the model's row. ``steps``:
+    sampling steps of diffusion models (None: the checkpoint's setting). The result also
+    holds ``generation_seconds`` and ``audio_seconds`` (the compute of every generate call
+    and the audio it animated: their ratio is the real-time factor, features excluded).
 
     preset / fps default to those the model was trained with. Returns the JSON-ready
     result: ``rows`` (``static``, ``mean``, ``model``: metric -> value), ``per_condition``
@@ -217,13 +223,22 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
     unseen_subjects = sorted({s.subject for s, known in zip(sequences, seen) if not known})
     conditions: list[str | None] = list(speakers) if unseen_subjects else [None]
 
+    clock = {"generation_seconds": 0.0, "audio_seconds": 0.0}
+
+    def timed_generate(*args: Any, **options: Any) -> np.ndarray:
+        started = time.perf_counter()
+        vertices = generate_sequence(*args, **options)
+        clock["generation_seconds"] += time.perf_counter() - started
+        clock["audio_seconds"] += len(vertices) / dataset.fps
+        return vertices
+
     total = sum(seen) + (len(sequences) - sum(seen)) * len(conditions)
     bar = tqdm(total=total, desc="generating", unit="seq", disable=not progress)
     seen_preds: dict[int, np.ndarray] = {}
     for i, sequence in enumerate(sequences):
         if seen[i]:
-            seen_preds[i] = generate_sequence(model, sequence, speakers.index(sequence.subject), features=features[i],
-                                              seed=seed, device=device, emotion_source=emotion_source)
+            seen_preds[i] = timed_generate(model, sequence, speakers.index(sequence.subject), features=features[i],
+                                              seed=seed, device=device, emotion_source=emotion_source, steps=steps)
             bar.update(1)
     per_condition: dict[str, dict[str, float]] = {}
     for condition in conditions:
@@ -232,8 +247,8 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
             if seen[i]:
                 preds.append(seen_preds[i])
             else:
-                preds.append(generate_sequence(model, sequence, speakers.index(condition), features=features[i],
-                                               seed=seed, device=device, emotion_source=emotion_source))
+                preds.append(timed_generate(model, sequence, speakers.index(condition), features=features[i],
+                                               seed=seed, device=device, emotion_source=emotion_source, steps=steps))
                 bar.update(1)
         per_condition[condition or "own style"] = evaluate_sequences(preds, gts, templates, regions)
         del preds  # one condition's unseen predictions in memory at a time
@@ -246,8 +261,8 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
             speaker = speakers.index(sequence.subject if seen[i] else conditions[0])
             first = seen_preds[i] if seen[i] else None
             stack = [first] if first is not None else []
-            stack += [generate_sequence(model, sequence, speaker, features=features[i], seed=seed + k, device=device,
-                                        emotion_source=emotion_source) for k in range(len(stack), samples)]
+            stack += [timed_generate(model, sequence, speaker, features=features[i], seed=seed + k, device=device,
+                                        emotion_source=emotion_source, steps=steps) for k in range(len(stack), samples)]
             draws.append(diversity(np.stack(stack)))
         model_row["diversity"] = float(np.mean(draws))
         keys.append("diversity")
@@ -280,6 +295,8 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
         "conditions": [c for c in conditions if c is not None],
         "rows": rows,
         "samples": samples,
+        "steps": steps,
+        **{k: round(v, 3) for k, v in clock.items()},
         "per_condition": per_condition,
         "emotion_source": emotion_source if getattr(model, "emotions", None) else None,
         "emotion_classification": emotion_classification(model, sequences, features, device),
