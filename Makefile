@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: test demo benchmark clean
+.PHONY: test demo benchmark check-glb clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,13 @@ demo: $(VENV)/.installed
 
 benchmark: $(VENV)/.installed
 	$(PY) benchmarks/run_all.py
+
+# `make demo`'s out/demo.glb through the Khronos glTF validator and three.js in headless
+# Chromium (npm packages installed on first use; GLB_CHECK_FLAGS=--install adds Chromium).
+GLB_CHECK_FLAGS ?=
+check-glb: $(VENV)/.installed
+	test -f out/demo.glb || $(MAKE) demo
+	$(PY) scripts/check_glb.py out/demo.glb --json out/glb_check.json $(GLB_CHECK_FLAGS)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
