@@ -16,6 +16,7 @@ from voxmesh.errors import VoxmeshError
 from voxmesh.mesh import Template
 from voxmesh.train.checkpoint import (
     build_model,
+    export_checkpoint,
     load_checkpoint,
     load_checkpoint_template,
     load_trainer_state,
@@ -84,6 +85,30 @@ def test_save_reload_generates_the_same_output(saved, template):
     assert load_trainer_state(folder)["step"] == 12
     # a Template works as the expected topology too
     load_checkpoint(folder, expected_topology_hash=template)
+
+
+def test_export_halves_large_tensors_and_reloads_close(saved, template, tmp_path):
+    from safetensors.torch import load_file
+
+    model, folder = saved
+    result = export_checkpoint(folder, tmp_path / "shipped", min_half_values=64)
+    shipped = tmp_path / "shipped"
+    assert sorted(p.name for p in shipped.iterdir()) == ["model.json", "model.safetensors", "topology.safetensors"]
+    weights = load_file(str(shipped / "model.safetensors"))
+    original = load_file(str(folder / "model.safetensors"))
+    assert {k: v.dtype for k, v in weights.items() if v.numel() < 64} == {k: v.dtype for k, v in original.items()
+                                                                        if v.numel() < 64}
+    halved = [k for k, v in weights.items() if v.dtype == torch.float16]
+    assert halved and sum(weights[k].numel() for k in halved) == result["float16_values"]
+    assert result["weights_bytes"] < 0.75 * (folder / "model.safetensors").stat().st_size
+    info = read_checkpoint_info(shipped)
+    assert info["exported"]["float16_values"] == result["float16_values"] and info["weights_bytes"] == result["weights_bytes"]
+    reloaded = load_checkpoint(shipped, expected_topology_hash=template)
+    assert all(p.dtype == torch.float32 for p in reloaded.parameters())
+    torch.testing.assert_close(outputs(reloaded, template), outputs(model, template), atol=2e-3, rtol=0)
+    full = export_checkpoint(folder, tmp_path / "full", half=False)
+    assert full["float16_values"] == 0
+    assert torch.equal(outputs(load_checkpoint(tmp_path / "full"), template), outputs(model, template))
 
 
 def test_frozen_encoder_weights_are_left_out_and_rebuilt(tmp_path, template):

@@ -194,6 +194,39 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def export_checkpoint(folder: str | Path, out: str | Path, *, half: bool = True,
+                      min_half_values: int = 4096) -> dict[str, Any]:
+    """Copy a checkpoint folder for shipping: without trainer state, and with ``half``
+    its large floating tensors (``min_half_values`` values or more: the weight matrices
+    and the codebook) stored as float16, which halves the file. Small tensors (biases,
+    norms, running statistics and counters, where float16's range or precision could
+    bite) stay float32. Loading casts everything back to the model's float32. Returns
+    the written sizes."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    folder, out = Path(folder), Path(out)
+    meta = read_checkpoint_info(folder)
+    state = _read_safetensors(folder / WEIGHTS_FILE, "weights")
+    halved = 0
+    if half:
+        for name, tensor in state.items():
+            if tensor.is_floating_point() and tensor.dtype == torch.float32 and tensor.numel() >= min_half_values:
+                state[name] = tensor.to(torch.float16)
+                halved += tensor.numel()
+    with atomic_folder(out) as tmp:
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "method": meta["method"]})
+        shutil.copyfile(folder / TOPOLOGY_FILE, tmp / TOPOLOGY_FILE)
+        meta = {**meta, "weights_bytes": (tmp / WEIGHTS_FILE).stat().st_size,
+                "exported": {"from": str(folder), "float16_values": halved,
+                             "float16_rule": f"float32 tensors of {min_half_values} values or more" if half else None}}
+        meta.pop("trainer_state", None)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
+    total = sum(f.stat().st_size for f in out.iterdir())
+    return {"folder": str(out), "weights_bytes": meta["weights_bytes"], "total_bytes": total, "float16_values": halved}
+
+
 # ---- loading ---------------------------------------------------------------------------
 
 def read_checkpoint_info(folder: str | Path) -> dict[str, Any]:
@@ -369,6 +402,7 @@ def copy_checkpoint(source: str | Path, target: str | Path) -> Path:
 
 
 __all__ = [
-    "FORMAT_VERSION", "TRAINER_STATE_FILE", "atomic_folder", "build_model", "copy_checkpoint", "load_checkpoint",
+    "FORMAT_VERSION", "TRAINER_STATE_FILE", "atomic_folder", "build_model", "copy_checkpoint", "export_checkpoint",
+    "load_checkpoint",
     "load_checkpoint_template", "load_trainer_state", "read_checkpoint_info", "save_checkpoint",
 ]
