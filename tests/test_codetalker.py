@@ -160,6 +160,31 @@ def test_dead_code_restarts_and_ema_options_train():
     assert not torch.equal(model.vqvae.quantizer.codebook, before)
 
 
+def test_scaled_data_initialised_normalised_stage_one_fits_better_and_keeps_metres():
+    """The synthetic config's stage-1 settings: codes start at the first batch's latents,
+    latents are layer-normalised, and the motion is scaled inside the VQ-VAE only."""
+    batch = smooth_batch([12, 16, 10])
+    plain = make_model()
+    tuned = make_model(motion_scale=100.0, codebook_init="data", normalize_latents=True, ema_decay=0.99)
+    assert not bool(tuned.vqvae.codebook_initialised)
+    tuned.train()
+    tuned(batch, "vqvae")
+    assert bool(tuned.vqvae.codebook_initialised)
+    z = tuned.vqvae.encode((batch.vertices - batch.template[:, None]).reshape(3, 16, -1), batch.frame_mask)
+    assert torch.allclose(z.mean(-1), torch.zeros(()), atol=1e-5)  # layer-normalised latents
+    for model in (plain, tuned):
+        train_steps(model, batch, "vqvae", 60)
+    def error(model):
+        model.eval()
+        motion = (batch.vertices - batch.template[:, None]).reshape(3, 16, -1)
+        codes = model.vqvae.quantize(model.vqvae.encode(motion, batch.frame_mask), batch.frame_mask, update=False)
+        decoded = model.vqvae.decode(codes.quantized, batch.frame_mask)  # metres, whatever the scale inside
+        return ((decoded - motion).abs() * batch.frame_mask[..., None]).sum() / batch.frame_mask.sum()
+    assert error(tuned) < 0.5 * error(plain)
+    with pytest.raises(VoxmeshError, match="codebook_init"):
+        make_model(codebook_init="kmeans")
+
+
 def test_padding_does_not_change_an_item():
     model = make_model()
     perturb_decoder(model)

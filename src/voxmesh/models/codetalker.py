@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.func import functional_call
 
 from voxmesh.data.batching import Batch
@@ -70,6 +71,10 @@ CODETALKER_DEFAULTS: dict[str, Any] = {
     "beta": 0.25,  # commitment weight
     "ema_decay": None,  # None: codebook learned by gradient, as the paper
     "dead_code_threshold": 0.0,  # 0: no restarts, as the paper
+    # Not in the paper; what a small CPU run needs (see configs/codetalker_synthetic.yaml):
+    "motion_scale": 1.0,  # motion multiplied by this inside the VQ-VAE and its L1 loss (100: metres -> cm)
+    "codebook_init": "random",  # "data": codes start at the first training batch's latents
+    "normalize_latents": False,  # layer-normalise each latent vector before quantising
     "negative_slope": 0.2,  # LeakyReLU
     # stage 2: the speech-to-code predictor
     "d_model": 1024,
@@ -177,19 +182,31 @@ class MotionVQVAE(nn.Module):
         self.decoder = MotionDecoder(vertex_dim, cfg)
         self.num_parts = self.encoder.num_parts
         self.code_dim = self.encoder.code_dim
+        self.motion_scale = float(cfg["motion_scale"])
+        self.normalize_latents = bool(cfg["normalize_latents"])
+        if cfg["codebook_init"] not in ("random", "data"):
+            raise VoxmeshError(f"CodeTalker codebook_init is '{cfg['codebook_init']}'; use 'random' or 'data'.")
+        self.data_init = cfg["codebook_init"] == "data"
+        if self.data_init:  # only then: checkpoints of random-init configs keep their tensors
+            self.register_buffer("codebook_initialised", torch.zeros((), dtype=torch.bool))
 
     def encode(self, motion: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Continuous latents ``[B, T, num_parts, code_dim]`` for ``motion [B, T, V*3]``."""
-        return self.encoder(motion, frame_mask)
+        """Continuous latents ``[B, T, num_parts, code_dim]`` for ``motion [B, T, V*3]`` (metres)."""
+        z = self.encoder(motion * self.motion_scale, frame_mask)
+        return F.layer_norm(z, (self.code_dim,)) if self.normalize_latents else z
 
     def quantize(self, z: torch.Tensor, frame_mask: torch.Tensor | None = None, update: bool = True) -> Quantized:
         """Quantise ``z [B, T, P, D]`` (see :class:`VectorQuantizer`)."""
         mask = None if frame_mask is None else frame_mask[..., None].expand(z.shape[:3])
+        if self.data_init and self.training and update and not bool(self.codebook_initialised):
+            flat = z.detach().reshape(-1, self.code_dim)
+            if self.quantizer.initialise_from(flat if mask is None else flat[mask.reshape(-1)]):
+                self.codebook_initialised.fill_(True)
         return self.quantizer(z, mask, update=update)
 
     def decode(self, codes: torch.Tensor, frame_mask: torch.Tensor | None = None, start: int = 0) -> torch.Tensor:
-        """Motion ``[B, T, V*3]`` from code vectors ``[B, T, P, D]``."""
-        return self.decoder(codes, frame_mask, start)
+        """Motion ``[B, T, V*3]`` in metres from code vectors ``[B, T, P, D]``."""
+        return self.decoder(codes, frame_mask, start) / self.motion_scale
 
 
 @register("codetalker")
@@ -241,7 +258,7 @@ class CodeTalker(TalkingFaceModel):
         never the decoder's parameters, which stay frozen in the predictor stage."""
         decoder = self.vqvae.decoder
         weights = {name: value.detach() for name, value in decoder.named_parameters()}
-        return functional_call(decoder, weights, (codes, frame_mask), strict=False)
+        return functional_call(decoder, weights, (codes, frame_mask), strict=False) / self.vqvae.motion_scale
 
     # ---- training ----------------------------------------------------------------------
     def forward(self, batch: Batch, stage: str = "main") -> dict[str, torch.Tensor]:
@@ -267,7 +284,9 @@ class CodeTalker(TalkingFaceModel):
         z = self.vqvae.encode(motion, frame_mask)
         quantized = self.vqvae.quantize(z, frame_mask)
         reconstruction = self.vqvae.decode(quantized.quantized, frame_mask)
-        reconstruction_loss = masked_mean((reconstruction - motion).abs(), frame_mask)
+        # In the VQ-VAE's own units (motion_scale): with metres and millimetre motion the
+        # L1 term would be too small beside the quantisation losses and the codebook collapses.
+        reconstruction_loss = masked_mean((reconstruction - motion).abs(), frame_mask) * self.vqvae.motion_scale
         return {
             "loss": reconstruction_loss + quantized.losses["total"],
             "reconstruction_loss": reconstruction_loss,

@@ -415,29 +415,13 @@ class GraphMotionVQVAE(nn.Module):
 
     @torch.no_grad()
     def _initialise_codebook(self, z: torch.Tensor, mask: torch.Tensor | None) -> None:
-        """Codes set to random latents of the first quantised training batch (as Jukebox
-        and SoundStream start their codebooks): every code starts where the encoder's
-        outputs are, instead of in a tiny ball at the origin that only a few inputs ever
-        reach."""
+        """Codes set to random latents of the first quantised training batch
+        (:meth:`VectorQuantizer.initialise_from`)."""
         flat = z.detach().reshape(-1, self.code_dim)
         if mask is not None:
             flat = flat[mask.reshape(-1)]
-        if flat.shape[0] == 0:
-            return
-        quantizer = self.quantizer
-        chosen = torch.randint(flat.shape[0], (quantizer.num_codes,), device=flat.device)
-        if flat.shape[0] >= quantizer.num_codes:
-            chosen = torch.randperm(flat.shape[0], device=flat.device)[: quantizer.num_codes]
-        codes = flat[chosen].to(quantizer.codebook.dtype)
-        # tiny jitter: inputs repeated in a small first batch would give identical codes
-        codes = codes + 1e-3 * codes.std().clamp(min=1e-6) * torch.randn_like(codes)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.broadcast(codes, src=0)  # one codebook for every process
-        quantizer.codebook.data.copy_(codes)
-        if quantizer.ema_decay is not None:
-            quantizer.cluster_size.fill_(1.0)
-            quantizer.code_sum.copy_(codes)
-        self.codebook_initialised.fill_(True)
+        if self.quantizer.initialise_from(flat):
+            self.codebook_initialised.fill_(True)
 
     def decode(self, codes: torch.Tensor, latent_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Motion ``[B, T' * 2^q, V, 3]`` in metres from latents ``[B, T', P, D]``."""

@@ -134,6 +134,29 @@ class VectorQuantizer(nn.Module):
         return Quantized(quantized, indices, losses, perplexity)
 
     # ---- codebook updates ------------------------------------------------------------
+    @torch.no_grad()
+    def initialise_from(self, flat: torch.Tensor) -> bool:
+        """Set every code to a random input vector of ``flat [N, D]`` (as Jukebox and
+        SoundStream start their codebooks): codes start where the encoder's outputs are,
+        instead of in a tiny ball at the origin that only a few inputs ever reach. Every
+        process of a distributed run gets rank 0's codebook. False when ``flat`` is empty."""
+        if flat.shape[0] == 0:
+            return False
+        if flat.shape[0] >= self.num_codes:
+            chosen = torch.randperm(flat.shape[0], device=flat.device)[: self.num_codes]
+        else:
+            chosen = torch.randint(flat.shape[0], (self.num_codes,), device=flat.device)
+        codes = flat[chosen].to(self.codebook.dtype)
+        # tiny jitter: inputs repeated in a small first batch would give identical codes
+        codes = codes + 1e-3 * codes.std().clamp(min=1e-6) * torch.randn_like(codes)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.broadcast(codes, src=0)
+        self.codebook.data.copy_(codes)
+        if self.ema_decay is not None:
+            self.cluster_size.fill_(1.0)
+            self.code_sum.copy_(codes)
+        return True
+
     def _ema_update(self, flat: torch.Tensor, assignments: torch.Tensor, counts: torch.Tensor) -> None:
         decay = self.ema_decay
         self.cluster_size.mul_(decay).add_(counts, alpha=1.0 - decay)
