@@ -286,6 +286,7 @@ def animate_to_file(animation: AnimationModel, audio_path: str | Path, out: str 
     num_vertices = animation.template.num_vertices
     colors = vertex_colors_for(animation.template)
     streaming = abs(target_fps - native) < 1e-9 and side_by_side is None
+    extra: dict = {}  # what a format adds to the summary
     if streaming:
         total = mesh_frames(len(samples), native)
         blocks = animation.iter_animation(samples, progress=progress, **options)
@@ -301,8 +302,8 @@ def animate_to_file(animation: AnimationModel, audio_path: str | Path, out: str 
     elif kind == "glb":
         vertices = np.concatenate(list(blocks), axis=0)
         base = animation.neutral_face(options.get("template"))
-        return {**write_glb(vertices, animation.faces, out, target_fps, base=base, vertex_colors=colors),
-                "format": kind}
+        written = write_glb(vertices, animation.faces, out, target_fps, base=base, vertex_colors=colors)
+        extra = {"morph_targets": written["morph_targets"], "max_error_m": written["max_error_m"]}
     elif kind == "mp4":
         from voxmesh.render.rasterizer import Renderer
 
@@ -325,4 +326,4 @@ def animate_to_file(animation: AnimationModel, audio_path: str | Path, out: str 
 
             encode_video(frames(), out, target_fps, 512, 512, samples)
     return {"path": str(out), "format": kind, "frames": total, "fps": target_fps,
-            "seconds": len(samples) / SAMPLE_RATE}
+            "seconds": len(samples) / SAMPLE_RATE, **extra}
