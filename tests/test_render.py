@@ -269,3 +269,21 @@ def test_contact_sheet_shape_and_png(tmp_path, sphere):
     assert [p.name for p in path.parent.iterdir()] == ["sheet.png"]
     with pytest.raises(VoxmeshError):
         contact_sheet(images, ["only one"], columns=2)
+
+
+def test_rendering_leaves_torch_thread_count_alone():
+    """numba's OpenMP layer shares libgomp with torch: a render must not change the
+    thread count a user (or OMP_NUM_THREADS) gave torch."""
+    import torch
+
+    from voxmesh.mesh.head import build_head
+    from voxmesh.render.rasterizer import Renderer
+
+    before = torch.get_num_threads()
+    head = build_head()
+    try:
+        torch.set_num_threads(1)
+        Renderer(head.faces, width=64, height=64, reference_vertices=head.vertices).render(head.vertices)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

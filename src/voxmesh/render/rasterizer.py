@@ -670,16 +670,37 @@ class Renderer:
                           depth, fixed_x, fixed_y, valid, tri_flip, tri_row_min, tri_row_max)
         # A few bands a thread balance the load: the face covers the middle rows only.
         n_bands = max(1, min(height, 4 * numba.get_num_threads()))
-        _rasterize(self.faces, fixed_x, fixed_y, depth, tri_flip, tri_row_min, tri_row_max,
-                   n_bands, zbuffer, tri_id, bary1, bary2)
-        target = out if factor == 1 else self._buffer("large", (height, width, 3), np.uint8)
-        _shade(self.faces, normals, albedo, tri_flip, tri_id, bary1, bary2, self._light,
-               self.background, self._gamma_lut, target)
+        with _torch_threads_kept():
+            _rasterize(self.faces, fixed_x, fixed_y, depth, tri_flip, tri_row_min, tri_row_max,
+                       n_bands, zbuffer, tri_id, bary1, bary2)
+            target = out if factor == 1 else self._buffer("large", (height, width, 3), np.uint8)
+            _shade(self.faces, normals, albedo, tri_flip, tri_id, bary1, bary2, self._light,
+                   self.background, self._gamma_lut, target)
         if factor > 1:
             _downsample(target, factor, out)
 
 
 # --------------------------------------------------------------------------- functions
+
+class _torch_threads_kept:
+    """numba's OpenMP threading layer sets the OpenMP thread count that torch shares
+    (one libgomp): after a parallel kernel torch would run with numba's thread count,
+    overriding the user's torch.set_num_threads / OMP_NUM_THREADS. Restore it."""
+
+    def __enter__(self):
+        import sys
+
+        torch = sys.modules.get("torch")  # only when torch is in use: no import for rendering alone
+        self.torch = torch
+        self.threads = torch.get_num_threads() if torch is not None else None
+        return self
+
+    def __exit__(self, *exc):
+        if self.torch is not None and self.torch.get_num_threads() != self.threads:
+            self.torch.set_num_threads(self.threads)
+        return False
+
+
 
 
 def render_frame(
