@@ -211,6 +211,11 @@ def animate_command(
         if not path.is_file():
             raise VoxmeshError(f"Audio file {path} does not exist; check the path.")
     animation = load_model(model)
+    if template is not None:
+        from voxmesh.mesh.template import load_face
+
+        # Refuse an unreadable face, or one in millimetres, before anything is written.
+        load_face(template, reference=animation.template.vertices)
     batch = len(speech) > 1 or samples > 1
     if batch and output.suffix:
         raise VoxmeshError(f"With several inputs or samples, -o must be a folder, not {output}.")

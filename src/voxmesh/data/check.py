@@ -10,9 +10,11 @@ import numpy as np
 import soundfile
 from tqdm import tqdm
 
+from voxmesh.audio.io import wav_shortfall
 from voxmesh.data.layout import FaceDataset
-from voxmesh.data.presets import Preset
+from voxmesh.data.presets import Preset, get_preset
 from voxmesh.errors import VoxmeshError
+from voxmesh.mesh.template import scale_problem
 
 
 @dataclass
@@ -54,7 +56,11 @@ def check_dataset(root: str | Path, preset: str | Preset = "generic", fps: float
     try:
         dataset = FaceDataset(root, preset=preset, fps=fps)
     except VoxmeshError as exc:
-        report = CheckReport(root, str(getattr(preset, "name", preset)), fps or 0.0)
+        try:
+            shown = get_preset(preset, fps)
+            report = CheckReport(root, shown.name, shown.fps)
+        except VoxmeshError:  # the preset itself was the problem
+            report = CheckReport(root, str(getattr(preset, "name", preset)), fps or 0.0)
         report.problems.append(str(exc))
         return report
     report = CheckReport(root, dataset.preset.name, dataset.preset.fps)
@@ -62,16 +68,15 @@ def check_dataset(root: str | Path, preset: str | Preset = "generic", fps: float
     if len(template_sizes) > 1:
         problems.append(f"templates.pkl: subjects have different vertex counts {sorted(template_sizes)}; use one topology.")
     report.num_vertices = template_sizes.most_common(1)[0][0] if template_sizes else None
+    # load_templates already refused NaN and malformed templates; units it cannot tell.
     for subject, template in dataset.templates.items():
-        if not np.all(np.isfinite(template)):
-            problems.append(f"templates.pkl: subject '{subject}' has NaN or infinite vertices.")
-    topology = None
+        problem = scale_problem(template, f"templates.pkl: subject '{subject}'")
+        if problem:
+            problems.append(problem.replace("its coordinates", "the coordinates in templates.pkl and vertices_npy"))
     try:
-        topology = dataset.topology()
+        dataset.topology()
     except VoxmeshError as exc:
         problems.append(str(exc))
-    if topology is not None and topology.faces.size and topology.faces.max() >= topology.num_vertices:
-        problems.append("topology: faces index vertices beyond the template.")
 
     durations = []
     subjects = set()
@@ -90,7 +95,11 @@ def check_dataset(root: str | Path, preset: str | Preset = "generic", fps: float
         if template is None:
             problems.append(f"{rel_npy or rel_wav}: subject '{record.subject}' has no template in templates.pkl.")
         seconds = None
-        if record.audio_path is not None:
+        shortfall = wav_shortfall(record.audio_path) if record.audio_path is not None else None
+        if shortfall is not None:
+            problems.append(f"{rel_wav}: truncated, {shortfall[0]} of the {shortfall[1]} bytes of samples its header "
+                            "announces; copy or export it again.")
+        elif record.audio_path is not None:
             try:
                 samples, rate = soundfile.read(str(record.audio_path), dtype="float32", always_2d=True)
                 if samples.shape[0] == 0:

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from voxmesh.audio.io import SAMPLE_RATE, load_audio
-from voxmesh.data.presets import Preset, canonical_split, get_preset, split_by_subject
+from voxmesh.data.presets import SPLITS, Preset, canonical_split, get_preset, split_by_subject
 from voxmesh.errors import VoxmeshError
-from voxmesh.mesh.template import Template, load_mesh, load_regions, load_templates, split_regions
+from voxmesh.mesh.template import Template, check_indices, load_mesh, load_regions, load_templates, split_regions
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -75,31 +75,64 @@ class Sequence:
 
 
 def find_files(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
-    """``{stem: path}`` of the files with the given suffixes (first suffix wins)."""
+    """``{stem: path}`` of the files with the given suffixes. Two files of one stem
+    (``a_01.wav`` and ``a_01.flac``) are an error: which one is meant cannot be told."""
     found: dict[str, Path] = {}
     if not folder.is_dir():
         return found
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.suffix.lower() in suffixes and not path.name.startswith("."):
-            found.setdefault(path.stem, path)
+            if path.stem in found:
+                raise VoxmeshError(
+                    f"{folder} holds both {found[path.stem].name} and {path.name} for sequence '{path.stem}'; "
+                    "keep one of them."
+                )
+            found[path.stem] = path
     return found
 
 
 def read_manifest(path: Path) -> dict[str, dict]:
     """``{name: row}`` from manifest.jsonl; a row needs ``name`` or ``subject`` and
-    ``sentence``."""
+    ``sentence``; a name may appear once, a ``split`` must be a known split and an
+    ``fps`` a positive number."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise VoxmeshError(f"{path} is not UTF-8 text; write it as JSON lines, one object a sequence.") from None
     rows: dict[str, dict] = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    lines: dict[str, int] = {}
+    # JSON Lines ends rows at "\n" only: str.splitlines would also split inside a row at
+    # characters JSON leaves unescaped (U+2028, U+0085) in text written with ensure_ascii=False.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
             raise VoxmeshError(f"Line {number} of {path} is not valid JSON; write one JSON object a line.") from None
+        if not isinstance(row, dict):
+            raise VoxmeshError(
+                f"Line {number} of {path} is a JSON {type(row).__name__}, not an object; write one JSON object a line."
+            )
         name = row.get("name") or (f"{row['subject']}_{row['sentence']}" if "subject" in row and "sentence" in row else None)
         if not name:
             raise VoxmeshError(f"Line {number} of {path} has no 'name' (or 'subject' and 'sentence'); add one.")
-        rows[str(name)] = row
+        name = str(name)
+        if name in rows:
+            raise VoxmeshError(f"Lines {lines[name]} and {number} of {path} both describe '{name}'; keep one of them.")
+        if row.get("split") is not None:
+            try:
+                canonical_split(str(row["split"]))
+            except VoxmeshError:
+                raise VoxmeshError(
+                    f"Line {number} of {path} has split '{row['split']}'; use one of {', '.join(SPLITS)}."
+                ) from None
+        if "fps" in row:
+            fps = row["fps"]
+            if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0 or fps == float("inf"):
+                raise VoxmeshError(f"Line {number} of {path} has fps {fps!r}; give the frame rate as a positive number.")
+        rows[name] = row
+        lines[name] = number
     return rows
 
 
@@ -167,6 +200,8 @@ class FaceDataset(torch.utils.data.Dataset):
                 phonemes=parse_phonemes(row.get("phonemes")),
                 disk_fps=float(row["fps"]) if "fps" in row else None,
             )
+            if record.disk_fps is not None:
+                self._check_frame_rate(record)
             rule_split = self.preset.split_rule(parts)
             if rule_split is not None:
                 record.split = rule_split
@@ -178,6 +213,18 @@ class FaceDataset(torch.utils.data.Dataset):
             for record in records:
                 record.split = by_subject[record.subject]
         return records
+
+    def _check_frame_rate(self, record: SequenceRecord) -> None:
+        """A manifest rate must be a whole multiple of the rate the preset uses, as
+        frames are taken every ``disk_fps / fps``-th; anything else would misalign
+        motion and speech."""
+        step = record.disk_fps / self.preset.fps
+        if abs(step - round(step)) > 1e-6 or round(step) < 1:
+            raise VoxmeshError(
+                f"{self.root / 'manifest.jsonl'} gives '{record.name}' {record.disk_fps:g} fps, which is not a whole "
+                f"multiple of the {self.preset.fps:g} fps this dataset is used at; resample its vertices to "
+                f"{self.preset.fps:g} fps (or a multiple) or choose another --fps."
+            )
 
     # ---- views ---------------------------------------------------------------------
     def split(self, name: str) -> "FaceDataset":
@@ -205,13 +252,22 @@ class FaceDataset(torch.utils.data.Dataset):
         """The shared topology with regions; vertices are the first subject's template.
         Faces come from topology.ply/.obj; without one they are empty."""
         faces = np.zeros((0, 3), dtype=np.int64)
+        source = None
         for candidate in ("topology.ply", "topology.obj"):
             if (self.root / candidate).is_file():
-                _, faces = load_mesh(self.root / candidate)
+                source = self.root / candidate
+                _, faces = load_mesh(source)
                 break
         if not self.templates:
             raise VoxmeshError(f"{self.root / 'templates.pkl'} holds no subject; add each subject's neutral face.")
         vertices = next(iter(self.templates.values()))
+        if faces.size and faces.max() >= len(vertices):
+            raise VoxmeshError(
+                f"{source} has faces on vertex {int(faces.max())} but the templates in templates.pkl have {len(vertices)} "
+                "vertices; use the topology the templates were made with."
+            )
+        for name, indices in {**self.regions, **self.vertex_pairs}.items():
+            check_indices(np.asarray(indices), len(vertices), f"{self.root / 'regions.json'}: region '{name}'")
         return Template(vertices, faces, dict(self.regions), dict(self.vertex_pairs))
 
     def __len__(self) -> int:
@@ -258,6 +314,10 @@ def load_vertices(path: Path, num_vertices: int) -> np.ndarray:
             f"Vertex file {path} has shape {array.shape} but the template has {num_vertices} vertices; "
             f"save it as [frames, {num_vertices * 3}]."
         )
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise VoxmeshError(f"Vertex file {path} holds {array.dtype} values, not coordinates; save float32 vertices.")
+    if not np.all(np.isfinite(array)):
+        raise VoxmeshError(f"Vertex file {path} holds NaN or infinite values; re-export the sequence.")
     return array.astype(np.float32, copy=False)
 
 

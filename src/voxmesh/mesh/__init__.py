@@ -4,6 +4,7 @@ from voxmesh.mesh.pyramid import MeshPyramid, build_mesh_pyramid
 from voxmesh.mesh.spiral import ordered_one_rings, spiral_indices
 from voxmesh.mesh.template import (
     Template,
+    load_face,
     load_flame_masks,
     load_index_file,
     load_mesh,
@@ -12,6 +13,7 @@ from voxmesh.mesh.template import (
     save_mesh,
     save_regions,
     save_templates,
+    scale_problem,
     topology_hash,
 )
 
@@ -19,6 +21,7 @@ __all__ = [
     "MeshPyramid",
     "Template",
     "build_mesh_pyramid",
+    "load_face",
     "load_flame_masks",
     "load_index_file",
     "load_mesh",
@@ -28,6 +31,7 @@ __all__ = [
     "save_mesh",
     "save_regions",
     "save_templates",
+    "scale_problem",
     "spiral_indices",
     "topology_hash",
 ]

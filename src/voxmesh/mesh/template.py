@@ -83,6 +83,9 @@ class Template:
     def load(cls, path: str | Path, regions: str | Path | dict | None = None) -> "Template":
         """Read a .obj or .ply mesh (vertex order kept) and optional regions."""
         vertices, faces = load_mesh(path)
+        problem = scale_problem(vertices, f"Mesh file {path}")
+        if problem:
+            raise VoxmeshError(problem)
         if isinstance(regions, (str, Path)):
             regions = load_regions(regions)
         tpl = cls(vertices, faces)
@@ -128,13 +131,96 @@ def load_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise VoxmeshError(f"Mesh file {path} is not .obj or .ply; convert it to one of them.")
     try:
         mesh = trimesh.load(str(path), process=False, maintain_order=True, force="mesh")
+    except IndexError:  # trimesh's .obj reader indexes the vertex list with the faces
+        raise VoxmeshError(f"Mesh file {path} has faces that refer to vertices it does not have; re-export it.") from None
     except Exception as exc:
         raise VoxmeshError(f"Cannot read mesh file {path} ({type(exc).__name__}); re-export it as .obj or .ply.") from None
     vertices = np.asarray(mesh.vertices, dtype=np.float32)
     faces = np.asarray(mesh.faces, dtype=np.int64)
     if len(vertices) == 0:
         raise VoxmeshError(f"Mesh file {path} has no vertices; re-export it with its geometry.")
+    if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
+        bad = int(faces.max()) if faces.max() >= len(vertices) else int(faces.min())
+        raise VoxmeshError(
+            f"Mesh file {path} has a face on vertex {bad} but only {len(vertices)} vertices; re-export it."
+        )
+    if not np.all(np.isfinite(vertices)):
+        raise VoxmeshError(f"Mesh file {path} has NaN or infinite vertex coordinates; re-export it.")
     return vertices, faces
+
+
+# A human face is about 0.2 m tall; a mesh more than this factor larger or smaller
+# than expected is in other units (millimetres are 1000 times larger).
+SCALE_TOLERANCE = 10.0
+FACE_SIZE_M = 0.2
+UNIT_NAMES = {1000: "millimetres", 100: "centimetres", 10: "decimetres"}
+
+
+def mesh_size(vertices: np.ndarray) -> float:
+    """The longest side of the axis-aligned bounding box of ``[V, 3]`` vertices."""
+    vertices = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
+    finite = vertices[np.all(np.isfinite(vertices), axis=1)]
+    return float((finite.max(axis=0) - finite.min(axis=0)).max()) if len(finite) else 0.0
+
+
+def scale_problem(vertices: np.ndarray, what: str, reference: np.ndarray | None = None) -> str | None:
+    """A one-sentence description of ``what`` being in other units than metres, or None.
+
+    vertices: ``[V, 3]`` (or ``[V*3]``); reference: a face ``[V', 3]`` known to be in
+    metres (a model's own neutral face); without one, a face is taken to be about
+    ``FACE_SIZE_M`` tall and only larger meshes are flagged. Sizes within
+    ``SCALE_TOLERANCE`` times of the expected one pass."""
+    size = mesh_size(vertices)
+    expected = mesh_size(reference) if reference is not None else FACE_SIZE_M
+    if size == 0.0 or expected == 0.0:
+        return None
+    ratio = size / expected
+    against = "the model's face" if reference is not None else "a face in metres"
+    if ratio > SCALE_TOLERANCE:
+        factor = int(10 ** round(np.log10(ratio)))
+        unit = UNIT_NAMES.get(factor, f"units {factor} times too large")
+        return (f"{what} is {size:.3g} units across, about {factor} times {against} ({expected:.2g} m), so it looks "
+                f"like {unit}; divide its coordinates by {factor} to give metres.")
+    # Without a reference only a too-large mesh is flagged: a small one may be a part of a face.
+    if reference is not None and ratio < 1.0 / SCALE_TOLERANCE:
+        factor = int(10 ** round(np.log10(1.0 / ratio)))
+        return (f"{what} is {size:.3g} units across, about 1/{factor} of {against} ({expected:.2g} m); multiply its "
+                f"coordinates by {factor} to give metres.")
+    return None
+
+
+def load_face(path: str | Path, reference: np.ndarray | None = None) -> np.ndarray:
+    """A neutral face float32 ``[V, 3]`` from ``.npy`` (``[V, 3]`` or ``[V*3]``),
+    ``.obj`` or ``.ply``, checked: readable, finite, and in metres (compared with
+    ``reference [V', 3]`` when given, else with the size of a face). The vertex count
+    is the caller's to check against its topology."""
+    path = Path(path)
+    if not path.is_file():
+        raise VoxmeshError(f"Face file {path} does not exist; check the path.")
+    if path.suffix.lower() not in (".npy", ".obj", ".ply"):
+        raise VoxmeshError(f"Face file {path} is not .npy, .obj or .ply; save the face as one of them.")
+    if path.suffix.lower() == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except Exception as exc:
+            raise VoxmeshError(
+                f"Cannot read face file {path} ({type(exc).__name__}: it is truncated, corrupt or holds objects); "
+                "save the [V, 3] vertices with numpy.save."
+            ) from None
+        if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array) or array.size % 3 or array.size == 0:
+            raise VoxmeshError(
+                f"Face file {path} holds a {array.dtype} array of shape {array.shape}, not [V, 3] vertex "
+                "coordinates; save the vertices with numpy.save."
+            )
+        vertices = array.astype(np.float32).reshape(-1, 3)
+        if not np.all(np.isfinite(vertices)):
+            raise VoxmeshError(f"Face file {path} has NaN or infinite vertex coordinates; re-export the face.")
+    else:
+        vertices = load_mesh(path)[0]
+    problem = scale_problem(vertices, f"Face file {path}", reference)
+    if problem:
+        raise VoxmeshError(problem)
+    return vertices
 
 
 def save_mesh(path: str | Path, vertices: np.ndarray, faces: np.ndarray) -> None:
@@ -165,7 +251,20 @@ def load_templates(path: str | Path) -> dict[str, np.ndarray]:
         raise VoxmeshError(f"Templates file {path} holds a {type(raw).__name__}, not a dict of subject to [V, 3] array.")
     templates = {}
     for subject, verts in raw.items():
-        arr = np.asarray(verts, dtype=np.float32)
+        try:
+            arr = np.asarray(verts, dtype=np.float32)
+        except (TypeError, ValueError):
+            arr = None
+        if arr is None or arr.size == 0 or arr.size % 3:
+            held = f"an array of shape {arr.shape}" if arr is not None else f"a {type(verts).__name__}"
+            raise VoxmeshError(
+                f"Templates file {path} holds {held} for subject '{subject}', not [V, 3] vertex coordinates; "
+                "store each subject's neutral face as a float array."
+            )
+        if not np.all(np.isfinite(arr)):
+            raise VoxmeshError(
+                f"Templates file {path} has NaN or infinite vertices for subject '{subject}'; re-export its neutral face."
+            )
         templates[str(subject)] = arr.reshape(-1, 3)
     return templates
 
