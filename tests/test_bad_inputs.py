@@ -426,9 +426,6 @@ def test_unreadable_template_npy(run, tmp_path, face, content):
     animate_fails(run, tmp_path, write_wav(tmp_path / "a.wav"), path, template=path)
 
 
-@pytest.mark.xfail(reason="animate.py: AnimationModel.neutral_face reads .npy with np.load and checks no scale; "
-                          "it should call voxmesh.mesh.template.load_face(path, reference=self.template.vertices)",
-                   strict=True)
 @pytest.mark.parametrize("content", ["truncated", "millimetres"])
 def test_bad_template_through_the_python_api(run, tmp_path, face, content):
     path = tmp_path / "face.npy"

@@ -152,14 +152,10 @@ class AnimationModel:
         if template is None:
             return self.template.vertices
         if isinstance(template, (str, Path)):
-            path = Path(template)
-            if path.suffix.lower() == ".npy":
-                vertices = np.load(path).astype(np.float32).reshape(-1, 3)
-            else:
-                from voxmesh.mesh.template import load_mesh
+            from voxmesh.mesh.template import load_face
 
-                vertices = load_mesh(path)[0]
-            source = str(path)
+            # readable, finite and in metres (a face exported in millimetres is refused)
+            vertices, source = load_face(template, reference=self.template.vertices), str(template)
         else:
             vertices, source = np.asarray(template, dtype=np.float32).reshape(-1, 3), "the template"
         if vertices.shape[0] != self.template.num_vertices:
