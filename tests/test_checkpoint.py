@@ -217,3 +217,96 @@ def test_trainer_state_errors(tmp_path, saved):
         load_trainer_state(folder)
     with pytest.raises(VoxmeshError, match="nothing to resume"):
         load_trainer_state(tmp_path)
+
+
+# ---- checksums ----------------------------------------------------------------------------
+
+def sha256_of(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def flip_last_byte(path: Path) -> None:
+    """Change one value of the last tensor: same size, still parses."""
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_checksums_are_recorded_and_a_changed_file_is_refused(saved, template):
+    _, folder = saved
+    info = read_checkpoint_info(folder)
+    assert info["sha256"] == {"model.safetensors": sha256_of(folder / "model.safetensors"),
+                              "topology.safetensors": sha256_of(folder / "topology.safetensors")}
+    weights, topology = folder / "model.safetensors", folder / "topology.safetensors"
+    good_weights, good_topology = weights.read_bytes(), topology.read_bytes()
+
+    flip_last_byte(weights)
+    message = check_error(folder, r"model\.safetensors is corrupt or was changed after saving")
+    assert str(weights) in message and "sha256" in message and "model.json" in message
+    weights.write_bytes(good_weights)
+    flip_last_byte(topology)
+    check_error(folder, r"topology\.safetensors is corrupt or was changed after saving")
+    with pytest.raises(VoxmeshError, match="topology.safetensors is corrupt"):
+        load_checkpoint_template(folder)
+    topology.write_bytes(good_topology)
+    load_checkpoint(folder)
+
+    edit_meta(folder, sha256="not a map")
+    check_error(folder, r"model\.json is corrupt \('sha256'")
+
+
+def test_checkpoints_without_checksums_still_load(saved, template):
+    model, folder = saved
+    meta = json.loads((folder / "model.json").read_text())
+    del meta["sha256"]  # as written by voxmesh before checksums
+    (folder / "model.json").write_text(json.dumps(meta))
+    assert torch.equal(outputs(load_checkpoint(folder), template), outputs(model, template))
+    assert "sha256" not in load_checkpoint(folder).checkpoint_info
+
+
+def test_export_records_the_checksum_of_the_file_it_writes(saved, tmp_path):
+    _, folder = saved
+    export_checkpoint(folder, tmp_path / "shipped", min_half_values=64)
+    shipped = tmp_path / "shipped"
+    info = read_checkpoint_info(shipped)
+    assert info["sha256"]["model.safetensors"] == sha256_of(shipped / "model.safetensors")
+    assert info["sha256"]["model.safetensors"] != read_checkpoint_info(folder)["sha256"]["model.safetensors"]
+    assert info["sha256"]["topology.safetensors"] == sha256_of(shipped / "topology.safetensors")
+    load_checkpoint(shipped)
+    flip_last_byte(folder / "model.safetensors")  # a damaged checkpoint is not shipped
+    with pytest.raises(VoxmeshError, match=r"model\.safetensors is corrupt or was changed"):
+        export_checkpoint(folder, tmp_path / "again")
+    assert not (tmp_path / "again").exists()
+
+
+# ---- crashes inside the atomic replacement ---------------------------------------------------
+
+def test_a_crash_between_the_renames_is_undone(tmp_path, template, monkeypatch):
+    import os
+
+    from voxmesh.train.checkpoint import clean_checkpoint_leftovers
+
+    model = make_model(template)
+    folder = save_checkpoint(model, tmp_path / "last", template=template, step=1)
+    real_rename = os.rename
+    calls = {"n": 0}
+
+    def killed_after_the_first(source, target):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the previous folder is aside, the new one not yet in place
+            raise KeyboardInterrupt
+        return real_rename(source, target)
+
+    monkeypatch.setattr(os, "rename", killed_after_the_first)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(model, folder, template=template, step=2)
+    monkeypatch.setattr(os, "rename", real_rename)
+    assert not folder.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".last.old-")]
+    (tmp_path / ".last.abcd_123.tmp").mkdir()  # what a SIGKILL while writing leaves
+    (tmp_path / ".last.abcd_123.tmp" / "model.safetensors").write_bytes(b"half")
+    done = clean_checkpoint_leftovers(tmp_path)
+    assert any(line.startswith("restored") for line in done)
+    assert [p.name for p in tmp_path.iterdir()] == ["last"] and read_checkpoint_info(folder)["step"] == 1
+    load_checkpoint(folder)

@@ -106,6 +106,7 @@ def test_config_file_overrides_and_stage_settings(tmp_path):
     ("method: faceformer\nencoder: mel\ntrain: {epochs: 1}\ndata: {preset: nosuch}\n", ["'data.preset'", "nosuch"]),
     ("method: faceformer\nencoder: mel\ntrain: {epochs: 1}\nstages: {vqvae: {epochs: 2}}\n", ["stage 'vqvae'"]),
     ("method: [faceformer\n", ["not valid YAML"]),
+    ("method: faceformer\nencoder: mel\ntrain: {epochs: 1, keep_last: 0}\n", ["'train.keep_last'", "positive"]),
 ])
 def test_config_errors_name_the_key_and_the_file(tmp_path, text, words):
     path = tmp_path / "bad.yaml"
@@ -280,6 +281,54 @@ def test_resume_in_the_middle_of_an_epoch(dataset, tmp_path):
     assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (4, 1, 1)
     train(tiny_config(max_steps=7, epochs=None), dataset, tmp_path / "split", resume=True, progress=False)
     assert_same_weights(final_weights(tmp_path / "straight"), final_weights(tmp_path / "split"))
+
+
+def test_keep_last_keeps_the_last_epoch_checkpoints_and_each_resumes(dataset, tmp_path):
+    from voxmesh.train.checkpoint import load_checkpoint
+
+    config = tiny_config(epochs=4, keep_last=2)
+    train(config, dataset, tmp_path / "run", progress=False)
+    stage = tmp_path / "run" / "main"
+    assert sorted(p.name for p in stage.iterdir()) == ["best", "epoch-0003", "epoch-0004", "last"]
+    assert_same_weights(load_file(str(stage / "epoch-0004" / "model.safetensors")), final_weights(tmp_path / "run"))
+    for epoch in (3, 4):
+        folder = stage / f"epoch-{epoch:04d}"
+        state = torch.load(folder / "trainer_state.pt", weights_only=True)
+        assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (3 * epoch, epoch, 0)
+        assert load_checkpoint(folder).checkpoint_info["step"] == 3 * epoch
+    # An epoch checkpoint put back as `last` resumes to the same end.
+    shutil.copytree(tmp_path / "run", tmp_path / "back")
+    shutil.rmtree(tmp_path / "back" / "main" / "last")
+    shutil.copytree(stage / "epoch-0003", tmp_path / "back" / "main" / "last")
+    train(config, dataset, tmp_path / "back", resume=True, progress=False)
+    assert_same_weights(final_weights(tmp_path / "run"), final_weights(tmp_path / "back"))
+    # the default keeps `last` alone
+    train(tiny_config(epochs=2), dataset, tmp_path / "default", progress=False)
+    assert sorted(p.name for p in (tmp_path / "default" / "main").iterdir()) == ["best", "last"]
+
+
+def test_resume_undoes_a_kill_while_last_was_replaced_and_refuses_a_changed_last(dataset, tmp_path, capsys):
+    config = tiny_config(epochs=3)
+    train(config, dataset, tmp_path / "straight", progress=False)
+    train(tiny_config(epochs=3, max_steps=4), dataset, tmp_path / "killed", progress=False)
+    # As a SIGKILL between atomic_folder's two renames leaves it: `last` moved aside, the
+    # new folder half written under its temporary name.
+    stage = tmp_path / "killed" / "main"
+    (stage / "last").rename(stage / ".last.old-0123abcd")
+    (stage / ".last.k1ll3d_x.tmp").mkdir()
+    (stage / ".last.k1ll3d_x.tmp" / "model.safetensors").write_bytes(b"half")
+    train(config, dataset, tmp_path / "killed", resume=True, progress=False)
+    assert "restored" in capsys.readouterr().err
+    assert sorted(p.name for p in stage.iterdir()) == ["best", "last"]
+    assert_same_weights(final_weights(tmp_path / "straight"), final_weights(tmp_path / "killed"))
+
+    weights = stage / "last" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(VoxmeshError) as info:
+        train(tiny_config(epochs=4), dataset, tmp_path / "killed", resume=True, progress=False)
+    assert str(weights) in str(info.value) and "sha256" in str(info.value) and one_sentence(str(info.value))
 
 
 def test_frozen_encoder_features_come_from_the_cache(dataset, tmp_path, monkeypatch):

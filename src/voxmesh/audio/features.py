@@ -94,8 +94,18 @@ def align_features(
 
 class FeatureCache:
     """Features of a frozen encoder stored as .npy files, one per clip, under
-    ``root/<encoder key>/<audio hash>.npy``; the encoder key hashes the encoder's
-    ``name`` and its weights, so features of different weights never mix.
+    ``root/<encoder key>/<audio hash>.npy``: the key of an entry is the content hash of
+    its audio samples and the encoder's identity (its ``name``, which holds the kind and
+    the settings that shape its output such as the layer, and the content hash of its
+    weights). Changed audio misses only its own entry; another encoder or other weights
+    miss every entry, and features of different encoders never mix.
+
+    Safe with concurrent writers (processes computing the same or different entries at
+    once, e.g. the processes of a multi-GPU run, or a training and an evaluation): each
+    entry is written under a temporary name and renamed into place, so a reader sees a
+    whole file or none, and two writers of one entry write the same bytes. A file that
+    does not read back as this encoder's features (damaged, e.g. by a crash of the
+    machine) is computed again and replaced.
 
     ``hits`` and ``misses`` count lookups. A trainable encoder cannot be cached: its
     features change as it trains.
@@ -129,16 +139,28 @@ class FeatureCache:
         """
         self._refuse_trainable(self.encoder)  # it may have been unfrozen since
         path = self.path_for(audio)
-        if path.is_file():
-            try:
-                features = np.load(path)
-                self.hits += 1
-                return features
-            except (OSError, ValueError):
-                pass  # unreadable (e.g. a disk error): recompute and overwrite
+        features = self._read(path)
+        if features is not None:
+            self.hits += 1
+            return features
         self.misses += 1
-        features = self.encoder.encode(audio)
+        features = np.ascontiguousarray(self.encoder.encode(audio), dtype=np.float32)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as handle:
                 np.save(handle, features)
+        return features
+
+    def _read(self, path: Path) -> np.ndarray | None:
+        """The entry at ``path``, or None when it is absent or does not read back as
+        float32 ``[F, output_dim]`` features (empty, cut short, damaged)."""
+        try:
+            features = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, EOFError):
+            return None  # unreadable (e.g. a disk error): recompute and overwrite
+        channels = getattr(self.encoder, "output_dim", None)
+        if (not isinstance(features, np.ndarray) or features.dtype != np.float32 or features.ndim != 2
+                or (channels is not None and features.shape[1] != int(channels))):
+            return None
         return features

@@ -7,19 +7,26 @@ CHECKPOINT/
                          counts, encoder spec and name, speakers, emotions, fps, voxmesh
                          version, format_version, creation time
   topology.safetensors   faces int64 [F, 3], neutral float32 [V, 3], regions and vertex pairs
-  trainer_state.pt       only in RUN/<stage>/last: optimiser, scheduler, counters, RNG states
+  trainer_state.pt       only in RUN/<stage>/last (and epoch-NNNN): optimiser, scheduler,
+                         counters, RNG states
 ```
 
+model.json records the sha256 of model.safetensors and topology.safetensors (``sha256``);
+loading verifies them (checkpoints written before the checksums load unverified).
+
 A folder is written under a temporary name and renamed into place, so a crash leaves the
-previous checkpoint or none, never half of one.
+previous checkpoint or none, never half of one; a crash between moving the previous one
+aside and moving the new one in is undone by :func:`clean_checkpoint_leftovers`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -41,6 +48,10 @@ TRAINER_STATE_FILE = "trainer_state.pt"
 # Weights under this prefix belong to the speech encoder; a frozen encoder's are rebuilt
 # from its spec (pretrained weights), so saving them would only copy hundreds of MB.
 ENCODER_PREFIX = "audio_encoder."
+# model.json's key for {file name: sha256 hex digest} of the checked files.
+CHECKSUM_KEY = "sha256"
+CHECKSUM_FILES = (WEIGHTS_FILE, TOPOLOGY_FILE)
+EPOCH_PREFIX = "epoch-"
 
 
 # ---- building a model from its context ----------------------------------------------
@@ -107,6 +118,82 @@ def _umask() -> int:
     return mask
 
 
+# Names atomic_folder gives its temporary folders (tempfile.mkdtemp: 8 random characters)
+# and the previous folder while it is being replaced.
+_TMP_FOLDER = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
+_OLD_FOLDER = re.compile(r"^\.(?P<name>.+)\.old-[0-9a-f]{8}$")
+# and voxmesh.files.atomic_path its temporary files (log.jsonl, config.yaml, loss.png)
+_TMP_FILE = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
+
+
+def clean_checkpoint_leftovers(parent: str | os.PathLike) -> list[str]:
+    """Undo what a crash (SIGKILL, power loss) inside :func:`atomic_folder` left in
+    ``parent``: a folder moved aside whose replacement never arrived is moved back, and
+    temporary and moved-aside folders (and atomic_path's temporary files) are deleted.
+    Call it where nothing else writes to ``parent`` at the time (the trainer does, before
+    it resumes). Returns what it did, a line an action."""
+    parent = Path(parent)
+    if not parent.is_dir():
+        return []
+    done = []
+    entries = sorted(parent.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)  # newest first
+    for path in entries:
+        match = _OLD_FOLDER.match(path.name)
+        if match and path.is_dir():
+            target = parent / match["name"]
+            if not target.exists():
+                os.rename(path, target)
+                done.append(f"restored {target}")
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+                done.append(f"removed {path}")
+    for path in entries:
+        if _TMP_FOLDER.match(path.name) and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            done.append(f"removed {path}")
+        elif _TMP_FILE.match(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            done.append(f"removed {path}")
+    return done
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _checksums(folder: Path) -> dict[str, str]:
+    return {name: file_sha256(folder / name) for name in CHECKSUM_FILES if (folder / name).is_file()}
+
+
+def verify_checksum(folder: str | os.PathLike, name: str, meta: dict[str, Any] | None = None) -> None:
+    """Refuse ``folder/name`` when its sha256 differs from the one model.json records;
+    a checkpoint without recorded checksums (older voxmesh) passes unverified."""
+    folder = Path(folder)
+    if meta is None:
+        meta = read_checkpoint_info(folder)
+    recorded = meta.get(CHECKSUM_KEY)
+    if recorded is None:
+        return
+    if not isinstance(recorded, dict) or not isinstance(recorded.get(name, ""), str):
+        raise VoxmeshError(f"Checkpoint file {folder / META_FILE} is corrupt ('{CHECKSUM_KEY}' is not a map of file "
+                           "names to digests); copy the checkpoint again or retrain.")
+    expected = recorded.get(name)
+    if expected is None:
+        return
+    path = folder / name
+    actual = file_sha256(path)
+    if actual != expected:
+        raise VoxmeshError(
+            f"Checkpoint file {path} is corrupt or was changed after saving (its sha256 {actual[:16]} differs from "
+            f"{expected[:16]} recorded in {META_FILE}); copy the checkpoint again or retrain."
+        )
+
+
 def _state_for_saving(model: torch.nn.Module, skip_prefix: str | None) -> dict[str, torch.Tensor]:
     """CPU, contiguous tensors; tensors that share memory (tied weights) are cloned,
     since safetensors refuses shared storage."""
@@ -171,6 +258,7 @@ def save_checkpoint(model: torch.nn.Module, folder: str | Path, *, template: Tem
             for name, pairs in template.vertex_pairs.items():
                 topo[f"pairs/{name}"] = torch.from_numpy(np.asarray(pairs, np.int64).copy())
         save_file(topo, str(tmp / TOPOLOGY_FILE))
+        meta[CHECKSUM_KEY] = _checksums(tmp)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
         if trainer_state is not None:
             torch.save(trainer_state, tmp / TRAINER_STATE_FILE)
@@ -209,6 +297,8 @@ def export_checkpoint(folder: str | Path, out: str | Path, *, half: bool = True,
     folder, out = Path(folder), Path(out)
     meta = read_checkpoint_info(folder)
     state = _read_safetensors(folder / WEIGHTS_FILE, "weights")
+    for name in CHECKSUM_FILES:  # never ship a damaged copy
+        verify_checksum(folder, name, meta)
     halved = 0
     if half:
         for name, tensor in state.items():
@@ -222,6 +312,7 @@ def export_checkpoint(folder: str | Path, out: str | Path, *, half: bool = True,
                 "exported": {"from": str(folder), "float16_values": halved,
                              "float16_rule": f"float32 tensors of {min_half_values} values or more" if half else None}}
         meta.pop("trainer_state", None)
+        meta[CHECKSUM_KEY] = _checksums(tmp)  # of the files written here, not the source's
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
     total = sum(f.stat().st_size for f in out.iterdir())
     return {"folder": str(out), "weights_bytes": meta["weights_bytes"], "total_bytes": total, "float16_values": halved}
@@ -276,6 +367,7 @@ def load_checkpoint_template(folder: str | Path) -> Template:
     folder = Path(folder)
     meta = read_checkpoint_info(folder)
     topo = _read_safetensors(folder / TOPOLOGY_FILE, "topology")
+    verify_checksum(folder, TOPOLOGY_FILE, meta)
     faces = topo["faces"].numpy()
     neutral = topo["neutral"].numpy() if "neutral" in topo else np.zeros((meta["num_vertices"], 3), np.float32)
     regions = {k.split("/", 1)[1]: v.numpy() for k, v in topo.items() if k.startswith("region/")}
@@ -317,6 +409,7 @@ def load_checkpoint(folder: str | Path, expected_topology_hash: str | Template |
             f"{expected_bytes} bytes); copy the checkpoint again or retrain."
         )
     state = _read_safetensors(weights_path, "checkpoint")
+    verify_checksum(folder, WEIGHTS_FILE, meta)
     template = load_checkpoint_template(folder)
 
     encoder_spec = meta["encoder"].get("spec") if isinstance(meta["encoder"], dict) else meta["encoder"]
@@ -401,8 +494,52 @@ def copy_checkpoint(source: str | Path, target: str | Path) -> Path:
     return Path(target)
 
 
+def epoch_checkpoint_name(epoch: int) -> str:
+    """RUN/<stage>/epoch-NNNN: the checkpoint after ``epoch`` finished epochs."""
+    return f"{EPOCH_PREFIX}{int(epoch):04d}"
+
+
+def epoch_checkpoints(parent: str | Path) -> list[Path]:
+    """The epoch-NNNN checkpoint folders of a stage folder, oldest first."""
+    parent = Path(parent)
+    if not parent.is_dir():
+        return []
+    found = [p for p in parent.iterdir() if p.is_dir() and re.fullmatch(rf"{EPOCH_PREFIX}\d+", p.name)]
+    return sorted(found, key=lambda p: int(p.name[len(EPOCH_PREFIX):]))
+
+
+def keep_epoch_checkpoint(source: str | Path, parent: str | Path, epoch: int, keep: int) -> Path | None:
+    """Policy ``train.keep_last``: with ``keep`` > 1, copy ``source`` (RUN/<stage>/last,
+    trainer state included, so a run can go back to it) to ``parent/epoch-NNNN``, then,
+    once that copy is complete, delete all but the ``keep`` newest epoch-NNNN folders.
+    ``keep`` 1 (the default) keeps ``last`` alone: nothing is written, and nothing is
+    deleted either (epoch folders of a run once trained with a larger ``keep`` stay). The
+    large files are hard links where the file system allows: checkpoint files are never
+    changed in place, only replaced."""
+    if keep <= 1:
+        return None
+    source, parent = Path(source), Path(parent)
+    written = parent / epoch_checkpoint_name(epoch)
+    with atomic_folder(written) as tmp:
+        for path in sorted(source.iterdir()):
+            if not path.is_file():
+                continue
+            if path.name != META_FILE:
+                try:
+                    os.link(path, tmp / path.name)
+                    continue
+                except OSError:
+                    pass  # no hard links here: copy
+            shutil.copy2(path, tmp / path.name)
+    folders = epoch_checkpoints(parent)
+    for old in folders[:max(0, len(folders) - keep)]:
+        shutil.rmtree(old, ignore_errors=True)
+    return written
+
+
 __all__ = [
-    "FORMAT_VERSION", "TRAINER_STATE_FILE", "atomic_folder", "build_model", "copy_checkpoint", "export_checkpoint",
-    "load_checkpoint",
-    "load_checkpoint_template", "load_trainer_state", "read_checkpoint_info", "save_checkpoint",
+    "FORMAT_VERSION", "TRAINER_STATE_FILE", "atomic_folder", "build_model", "clean_checkpoint_leftovers",
+    "copy_checkpoint", "epoch_checkpoints", "export_checkpoint", "file_sha256", "keep_epoch_checkpoint",
+    "load_checkpoint", "load_checkpoint_template", "load_trainer_state", "read_checkpoint_info", "save_checkpoint",
+    "verify_checksum",
 ]

@@ -6,7 +6,8 @@ encoder: mel                  # a speech encoder spec: a name / Hugging Face id 
 model: {hidden: 64}           # the method's own section, handed to its constructor as is
 data:  {preset: generic, fps: 30, window_seconds: 3.0, batch_size: 4}
 train: {epochs: 50, lr: 1.0e-4, weight_decay: 0.0, grad_clip: 1.0, schedule: cosine,
-        warmup_steps: 100, mixed_precision: "no", seed: 0, num_workers: 0, val_every: 1}
+        warmup_steps: 100, mixed_precision: "no", seed: 0, num_workers: 0, val_every: 1,
+        keep_last: 1}               # keep_last k > 1: also RUN/<stage>/epoch-NNNN of the last k epochs
 stages:                       # staged methods only: overrides of train keys a stage
   vqvae: {epochs: 20}
   predictor: {epochs: 40, lr: 5.0e-5}
@@ -59,6 +60,9 @@ class TrainSettings:
     val_every: int = 1  # epochs between validations (the last epoch is always validated)
     log_every: int = 10  # steps between train-loss rows in log.jsonl
     val_max_sequences: int | None = None  # cap on validation sequences (None: the whole split)
+    # Epoch checkpoints kept: 1 keeps RUN/<stage>/last alone; k > 1 also keeps
+    # RUN/<stage>/epoch-NNNN (weights and trainer state) of the last k epochs.
+    keep_last: int = 1
 
 
 @dataclass
@@ -296,6 +300,8 @@ def _check_train(t: TrainSettings, source: str, section: str) -> None:
         raise _bad(source, key("log_every"), t.log_every, "a positive integer")
     if t.val_max_sequences is not None and (not _is_int(t.val_max_sequences) or t.val_max_sequences < 1):
         raise _bad(source, key("val_max_sequences"), t.val_max_sequences, "a positive integer or null")
+    if not _is_int(t.keep_last) or t.keep_last < 1:
+        raise _bad(source, key("keep_last"), t.keep_last, "a positive integer (epoch checkpoints to keep)")
 
 
 def precision_of(settings: TrainSettings) -> str:

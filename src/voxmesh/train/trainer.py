@@ -10,13 +10,18 @@ RUN/log.jsonl             one row a logging interval and a validation (step, epo
 RUN/loss.png              train and val loss a stage
 RUN/<stage>/last/         weights + trainer_state.pt (optimiser, scheduler, counters, RNG)
 RUN/<stage>/best/         weights with the best validation score of the stage
+RUN/<stage>/epoch-NNNN/   with train.keep_last k > 1: copies of `last` after each of the
+                          last k epochs (older ones are deleted once the new one is complete)
 RUN/model/                the final stage's best: what `voxmesh evaluate` / `animate` load
 ```
 
 Training batches are random windows of ``data.window_seconds`` (audio and vertices cut
 at the same instants); validation runs on whole sequences. Window positions come from a
 generator seeded by (seed, epoch), so the batches of an epoch are the same whether the
-run was interrupted or not, and whatever ``num_workers`` is.
+run was interrupted or not, and whatever ``num_workers`` is. A run killed at any point
+(SIGKILL included) and resumed ends with the weights of an uninterrupted one: ``last``
+holds the optimiser, scheduler, counters and every RNG state, and its folder is replaced
+atomically (a resume first undoes a kill in the middle of that replacement).
 """
 
 from __future__ import annotations
@@ -39,15 +44,19 @@ from voxmesh.audio.io import SAMPLE_RATE
 from voxmesh.data.batching import Batch, collate_sequences
 from voxmesh.data.layout import FaceDataset, Sequence, SequenceRecord
 from voxmesh.errors import VoxmeshError
+from voxmesh.files import atomic_path
 from voxmesh.mesh.template import Template
 from voxmesh.train.checkpoint import (
     ENCODER_PREFIX,
     TRAINER_STATE_FILE,
     WEIGHTS_FILE,
     build_model,
+    clean_checkpoint_leftovers,
     copy_checkpoint,
+    keep_epoch_checkpoint,
     load_trainer_state,
     save_checkpoint,
+    verify_checksum,
 )
 from voxmesh.train.config import TrainConfig, TrainSettings, load_config, precision_of
 
@@ -329,7 +338,8 @@ class RunLog:
         if not self.enabled or not self.path.is_file():
             return
         kept = [r for r in self.rows() if not (r.get("stage") == stage and r.get("step", 0) > step)]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        with atomic_path(self.path) as tmp:  # a kill here leaves the old log, not half of it
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
 def _losses_to_floats(losses: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -448,14 +458,21 @@ def _train_stage(config: TrainConfig, data: RunData, out: Path, stage: str, *, r
     is_final = stage_number == len(stage_names) - 1
     stage_dir = out / stage
     last_dir, best_dir = stage_dir / "last", stage_dir / "best"
-    state = load_trainer_state(last_dir) if resume and (last_dir / TRAINER_STATE_FILE).is_file() else None
 
     accelerator = _make_accelerator(_effective_precision(precision_of(settings)))
     main = accelerator.is_main_process
     show = progress and main and sys.stderr.isatty()
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        # A run killed while it replaced a checkpoint folder: put the previous one back.
+        for folder in (stage_dir, out):
+            for done in clean_checkpoint_leftovers(folder):
+                if done.startswith("restored"):
+                    print(f"note: {done} (the run was stopped while it replaced that checkpoint)", file=sys.stderr)
+        with atomic_path(out / "config.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    accelerator.wait_for_everyone()  # every process reads `last` as the main process left it
+    state = load_trainer_state(last_dir) if resume and (last_dir / TRAINER_STATE_FILE).is_file() else None
     log = RunLog(out / LOG_FILE, main)
 
     # Seed before the model exists: its initial weights are part of the run.
@@ -621,6 +638,10 @@ def _train_stage(config: TrainConfig, data: RunData, out: Path, stage: str, *, r
             save_last()
         elif epoch_done:
             save_last()
+        if epoch_done and settings.keep_last > 1:
+            if main:
+                keep_epoch_checkpoint(last_dir, stage_dir, epoch, settings.keep_last)
+            accelerator.wait_for_everyone()
         model.train()
     bar.close()
     if main and not data.val_records:
@@ -654,6 +675,7 @@ def _load_weights(model: torch.nn.Module, folder: Path, may_differ: set[str] = f
         state = load_file(str(path), device="cpu")
     except Exception as exc:
         raise VoxmeshError(f"Checkpoint file {path} is truncated or corrupt ({type(exc).__name__}); retrain that stage.") from None
+    verify_checksum(folder, WEIGHTS_FILE)  # checkpoints of older voxmesh versions record none
     if may_differ:
         own = model.state_dict()
         state = {k: v for k, v in state.items()
