@@ -627,22 +627,7 @@ def test_frame_rates_the_manifest_declares_work(tmp_path):
     assert sequence.vertices.shape == (15, 42, 3) and sequence.fps == 30.0
 
 
-# Faults found only when the trainer loads a sequence: it has written RUN/config.yaml by then.
-LOADED_LATE = {"subject_without_template", "truncated_npy", "wav_missing", "truncated_wav", "nan_vertices",
-               "vertex_count"}
-
-
-def train_case(fault: str):
-    marks = ()
-    if fault in LOADED_LATE:
-        marks = pytest.mark.xfail(
-            raises=LeftBehind, strict=True,
-            reason="trainer.py writes RUN/config.yaml (and log.jsonl) before it loads the first sequence; "
-                   "_open_run_data should load or check every train and val record before anything is written")
-    return pytest.param(fault, marks=marks)
-
-
-@pytest.mark.parametrize("fault", [train_case(f) for f in sorted(DATASET_FAULTS)])
+@pytest.mark.parametrize("fault", sorted(DATASET_FAULTS))
 def test_train_refuses_the_fault_and_writes_nothing(tmp_path, fault):
     _, names, words = DATASET_FAULTS[fault]
     root = damaged(tmp_path, fault)
@@ -707,19 +692,7 @@ CHECKPOINT_FAULTS = {
 }
 
 
-def checkpoint_case(fault: str, command: str):
-    marks = ()
-    if fault == "another_topology_file_unverified":
-        marks = pytest.mark.xfail(
-            strict=True,
-            reason="checkpoint.py: without recorded checksums, load_checkpoint_template does not compare "
-                   "topology.safetensors with model.json's num_vertices / topology_hash (animate raises a "
-                   "RuntimeError, evaluate scores on the swapped topology silently)")
-    return pytest.param(fault, command, marks=marks)
-
-
-@pytest.mark.parametrize("fault, command", [checkpoint_case(f, c) for f in sorted(CHECKPOINT_FAULTS)
-                                            for c in ("animate", "evaluate")])
+@pytest.mark.parametrize("fault, command", [(f, c) for f in sorted(CHECKPOINT_FAULTS) for c in ("animate", "evaluate")])
 def test_bad_checkpoint(run, dataset, tmp_path, fault, command):
     damage, name, words = CHECKPOINT_FAULTS[fault]
     folder = tmp_path / "checkpoint"

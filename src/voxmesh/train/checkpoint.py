@@ -370,6 +370,13 @@ def load_checkpoint_template(folder: str | Path) -> Template:
     verify_checksum(folder, TOPOLOGY_FILE, meta)
     faces = topo["faces"].numpy()
     neutral = topo["neutral"].numpy() if "neutral" in topo else np.zeros((meta["num_vertices"], 3), np.float32)
+    # Checkpoints saved before checksums: the topology file must still be the one model.json describes.
+    if len(neutral) != int(meta["num_vertices"]) or topology_hash(faces, len(neutral)) != meta["topology_hash"]:
+        raise VoxmeshError(
+            f"Checkpoint file {folder / TOPOLOGY_FILE} does not match {folder / META_FILE} ({len(neutral)} vertices "
+            f"and {len(faces)} faces, another topology than the model's {meta['num_vertices']} vertices); copy the "
+            "whole checkpoint folder again."
+        )
     regions = {k.split("/", 1)[1]: v.numpy() for k, v in topo.items() if k.startswith("region/")}
     pairs = {k.split("/", 1)[1]: v.numpy() for k, v in topo.items() if k.startswith("pairs/")}
     return Template(neutral, faces, regions, pairs)

@@ -372,7 +372,15 @@ def _open_run_data(config: TrainConfig, data_dir: str | Path) -> RunData:
     val_records = [r for r in dataset.all_records if r.split == "val"]
     if config.train.val_max_sequences is not None:
         val_records = val_records[:config.train.val_max_sequences]
-    return RunData(dataset=dataset, store=SequenceStore(dataset), train_records=train_records,
+    store = SequenceStore(dataset)
+    # Read every sequence the run will use before anything is written: a truncated file
+    # or a missing template stops the run with its one-line error, not halfway through
+    # an epoch, and no half-made run folder is left behind. (The store keeps what fits
+    # its memory budget, so the first epoch does not read those files again.)
+    for record in tqdm(train_records + val_records, desc="checking sequences", unit="seq", leave=False,
+                       disable=not sys.stderr.isatty()):
+        store.get(record)
+    return RunData(dataset=dataset, store=store, train_records=train_records,
                    val_records=val_records, speakers=dataset.train_subjects, emotions=dataset_emotions(dataset),
                    template=dataset.topology())
 
