@@ -45,7 +45,10 @@ def build(data: Path, run: Path, out: Path, stage1_from: Path | None) -> dict:
         shutil.copytree(source, run / "vqvae")
     config = load_config(ROOT / "configs" / "gldi_synthetic.yaml", RECIPE)
     if not (run / "model" / "model.json").is_file():
-        train(config, data, run, resume=True)
+        if stage1_from is None and not (run / "vqvae" / "best" / "model.json").is_file():
+            train(config, data, run, stage="vqvae", resume=True)
+        # Stage 2 only from here: a copied stage 1 was trained with another encoder.
+        train(config, data, run, stage="diffusion", resume=True)
     result = export_checkpoint(run / "model", out, half=True)
     if result["total_bytes"] > LIMIT_BYTES:
         shutil.rmtree(out)
