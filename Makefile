@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: test demo benchmark check-glb clean
+.PHONY: test demo benchmark benchmark-report check-glb clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,17 @@ demo: $(VENV)/.installed
 
 benchmark: $(VENV)/.installed
 	$(PY) benchmarks/run_all.py
+
+# docs/benchmarks.md (+ .json and plots in docs/benchmarks/): every method side by side. Reuses
+# the finished runs in BENCH_RUNS and trains the missing ones (hours on a CPU); BENCH_FLAGS=--quick
+# checks the whole pipeline in about a minute on the tiny dataset (then point BENCH_DATA and
+# BENCH_RUNS at scratch folders and --out elsewhere: BENCH_OUT).
+BENCH_DATA ?= data/synth_small
+BENCH_RUNS ?= runs/small
+BENCH_OUT ?= docs/benchmarks.md
+BENCH_FLAGS ?=
+benchmark-report: $(VENV)/.installed
+	$(VENV)/bin/voxmesh benchmark --data $(BENCH_DATA) --runs $(BENCH_RUNS) --out $(BENCH_OUT) $(BENCH_FLAGS)
 
 # `make demo`'s out/demo.glb through the Khronos glTF validator and three.js in headless
 # Chromium (npm packages installed on first use; GLB_CHECK_FLAGS=--install adds Chromium).

@@ -20,51 +20,25 @@ import time
 from pathlib import Path
 from typing import Any
 
+# The runs (config, overrides, stage) and their budgets are `voxmesh benchmark`'s table, shared
+# so that this script and `voxmesh benchmark --runs runs/small` score the same runs.
+from voxmesh.benchmark import DDIM_STEPS, DIVERSITY_SAMPLES, METHODS, RUNS, train_seconds
+from voxmesh.benchmark import ensure_trained as _ensure_trained
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
 
-# name -> (config, overrides, stage trained (None: all)). Budgets: the synthetic configs'
-# epochs (FaceFormer 50; CodeTalker 20 + 25; GLDiTalker 20 + 30; EmoFace 30), comparable
-# wall-clock time on 2 CPU cores (each run's training seconds are in the table).
-RUNS: dict[str, tuple[str, list[str], str | None]] = {
-    "faceformer": ("faceformer_synthetic", [], None),
-    "codetalker": ("codetalker_synthetic", ["stages.vqvae.epochs=20", "stages.predictor.epochs=25",
-                                            "stages.predictor.val_every=25"], None),
-    "gldi": ("gldi_synthetic", [], None),
-    "gldi_linear_stage1": ("gldi_synthetic", ["model.mesh_encoder=linear"], "vqvae"),
-    "emoface": ("emoface_synthetic", ["train.val_every=30"], None),
-    "emoface_add": ("emoface_synthetic", ["model.fusion=add", "train.val_every=30"], None),
-    "emoface_teacher_forcing": ("emoface_synthetic", ["model.self_growing=false", "train.val_every=30"], None),
-}
-COMPARED = ["faceformer", "codetalker", "gldi", "emoface"]
+COMPARED = list(METHODS)
 EMOFACE_ABLATIONS = ["emoface", "emoface_add", "emoface_teacher_forcing"]
-DDIM_STEPS = [10, 25, 50]
-DIVERSITY_SAMPLES = 3
 KEYS = ["LVE", "EVE", "FDD", "MVE", "MOD"]
 
 
-def train_seconds(run: Path) -> dict[str, float]:
-    """Training wall-clock seconds of each stage, from the run's log."""
-    seconds: dict[str, float] = {}
-    log = run / "log.jsonl"
-    if log.is_file():
-        for line in log.read_text().splitlines():
-            row = json.loads(line)
-            seconds[row["stage"]] = max(seconds.get(row["stage"], 0.0), float(row.get("seconds") or 0.0))
-    return seconds
-
-
 def ensure_trained(name: str, data: Path, runs: Path) -> Path:
-    from voxmesh.train.config import load_config
-    from voxmesh.train.trainer import train
-
-    config, overrides, stage = RUNS[name]
-    run = runs / name
-    done = run / ("model" if stage is None else f"{stage}/best") / "model.json"
-    if not done.is_file():
-        print(f"training {name} (missing {done})", flush=True)
-        train(load_config(ROOT / "configs" / f"{config}.yaml", overrides), data, run, stage=stage, resume=True)
+    """RUNS_DIR/name, trained first when its final model is missing."""
+    run, trained_now = _ensure_trained(name, data, runs, progress=True)
+    if trained_now:
+        print(f"trained {name}", flush=True)
     return run
 
 

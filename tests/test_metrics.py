@@ -335,3 +335,60 @@ def test_bad_inputs_raise_one_sentence(call, message):
 def test_results_are_plain_floats():
     value = lip_vertex_error(torch.from_numpy(PRED), torch.from_numpy(GT), torch.tensor([0, 1]))
     assert type(value) is float and math.isfinite(value)
+
+
+# ---- lip closure -------------------------------------------------------------------------
+
+def lips_at(openings_mm, pairs=((0, 1), (2, 3))):
+    """Frames of 4 vertices whose two inner-lip pairs are ``opening`` mm apart along y."""
+    frames = np.zeros((len(openings_mm), 4, 3))
+    for t, opening in enumerate(openings_mm):
+        for upper, lower in pairs:
+            frames[t, upper] = [upper, 0.0, 0.0]
+            frames[t, lower] = [upper, -opening / 1000.0, 0.0]
+    return frames
+
+
+def test_bilabial_closure_frames_are_the_midpoints_of_p_b_m():
+    from voxmesh.data.layout import Phoneme
+    from voxmesh.eval.metrics import bilabial_closure_frames
+
+    # 30 fps: /b/ 0.10-0.22 s -> 0.16 s -> frame 4.8 -> 5; /'m/ 0.50-0.58 s -> 16.2 -> 16 (the stress mark
+    # is ignored); /p/ past the end is clipped to the last frame; /a/ and /f/ are not bilabial.
+    manifest_rows = [["_", 0.0, 0.1], ["b", 0.1, 0.22], ["a", 0.22, 0.5], ["'m", 0.5, 0.58], ["f", 0.58, 0.7],
+                     ["p", 2.0, 2.2]]
+    frames = bilabial_closure_frames(manifest_rows, fps=30.0, num_frames=40)
+    assert frames.tolist() == [5, 16, 39] and frames.dtype == np.int64
+    objects = [Phoneme(symbol, start, end) for symbol, start, end in manifest_rows]
+    assert bilabial_closure_frames(objects, 30.0, 40).tolist() == [5, 16, 39]
+    assert bilabial_closure_frames(None, 30.0, 40).size == 0
+    assert bilabial_closure_frames(manifest_rows, 30.0, 40, symbols=("f",)).tolist() == [19]
+
+
+def test_lip_closure_accuracy_counts_closures_within_a_millimetre_of_the_ground_truth():
+    from voxmesh.eval.metrics import lip_closure_accuracy
+
+    pairs = np.array([[0, 1], [2, 3]])
+    gt = lips_at([8.0, 0.0, 9.0, 0.5, 7.0])          # closed (0 mm, 0.5 mm) at frames 1 and 3
+    pred = lips_at([8.0, 0.9, 9.0, 2.0, 0.0])        # 0.9 mm open: within 1 mm; 2.0 mm: 1.5 mm too open
+    assert lip_closure_accuracy(pred, gt, pairs, [np.array([1, 3])]) == pytest.approx(0.5)
+    assert lip_closure_accuracy(pred, gt, pairs, [[1, 3]], tolerance=2e-3) == 1.0
+    assert lip_closure_accuracy(pred, gt, pairs, [[1]], tolerance=0.5e-3) == 0.0
+    assert lip_closure_accuracy(gt, gt, pairs, [[1, 3]], tolerance=0.0) == 1.0   # the ground truth itself passes
+    # Closures pool over sequences (3 of 4 here), a sequence without closures adds nothing, and only the
+    # inner-lip distance counts: a shift of the whole mouth changes nothing.
+    shifted = pred + np.array([0.0, 0.01, 0.0])
+    assert lip_closure_accuracy([pred, gt, gt], [gt, gt, gt], pairs, [[1, 3], [1, 3], []]) == pytest.approx(0.75)
+    assert lip_closure_accuracy(shifted, gt, pairs, [[1, 3]]) == pytest.approx(0.5)
+    # evaluate_sequences adds it when closures are given, in the units table as a share
+    regions = {"inner_lip_pairs": pairs}
+    with_closures = evaluate_sequences([pred], [gt], None, regions, closures=[np.array([1, 3])])
+    assert with_closures["lip_closure"] == pytest.approx(0.5) and METRIC_UNITS["lip_closure"] == "share"
+    assert "lip_closure" not in evaluate_sequences([pred], [gt], None, regions, closures=[np.array([], dtype=int)])
+    assert "lip_closure" not in evaluate_sequences([pred], [gt], None, regions)
+    with pytest.raises(VoxmeshError, match="No sequence has a bilabial closure"):
+        lip_closure_accuracy(pred, gt, pairs, [[]])
+    with pytest.raises(VoxmeshError, match="span 1..5 but it has 5 frames"):
+        lip_closure_accuracy(pred, gt, pairs, [[1, 5]])
+    with pytest.raises(VoxmeshError, match="2 sequences but 1"):
+        lip_closure_accuracy(pred, gt, pairs, [[1], [1]])

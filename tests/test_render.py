@@ -285,5 +285,8 @@ def test_rendering_leaves_torch_thread_count_alone():
         torch.set_num_threads(1)
         Renderer(head.faces, width=64, height=64, reference_vertices=head.vertices).render(head.vertices)
         assert torch.get_num_threads() == 1
+        # supersampling's box filter is a parallel kernel too
+        Renderer(head.faces, width=64, height=64, reference_vertices=head.vertices, supersample=2).render(head.vertices)
+        assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)

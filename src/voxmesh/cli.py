@@ -180,6 +180,29 @@ def evaluate_command(
     typer.echo(f"wrote {result['written']['markdown']} and {result['written']['json']}")
 
 
+@app.command("benchmark")
+@user_errors
+def benchmark_command(
+    data: Path = typer.Option(..., "--data", help="Dataset folder (synthesized when missing: tiny with --quick, else small)."),
+    runs: Path = typer.Option(..., "--runs", help="Runs folder: RUNS/<method> is reused when its model exists, else trained."),
+    quick: bool = typer.Option(False, "--quick", help="Tiny models, 3 steps each, on the tiny dataset: the whole report "
+                                                      "in about a minute (checks the pipeline, not the methods)."),
+    out: Path = typer.Option(Path("docs/benchmarks.md"), "--out", help="Report; the .json goes beside it, the plots "
+                                                                       "into a folder of its name."),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
+    methods: Optional[list[str]] = typer.Option(None, "--method", help="Only this method (repeatable; default: "
+                                                                       "faceformer, codetalker, gldi, emoface)."),
+) -> None:
+    """Every method side by side: train what is missing, evaluate, time, plot, write the report."""
+    from voxmesh.benchmark import METHODS, run_benchmark
+
+    result = run_benchmark(data, runs, out=out, quick=quick, device=device, progress=sys.stderr.isatty(),
+                           methods=tuple(methods) if methods else METHODS)
+    typer.echo(f"wrote {result['written']['markdown']}, {result['written']['json']} and "
+               f"{len(result['figures']) + bool((result.get('strip') or {}).get('path'))} plots in "
+               f"{Path(result['figures']['quality']).parent} ({result['seconds']:.0f} s)")
+
+
 @app.command("animate")
 @user_errors
 def animate_command(

@@ -1,76 +1,97 @@
-"""`make demo`: the most complete path voxmesh has today, end to end on generated data.
+"""`make demo`: from a sound file to a talking face with the shipped default model.
 
-1. synthesize the tiny synthetic dataset (espeak-ng speech, procedural head, exact
-   phoneme timings) and check it;
-2. render the contact sheet of the head, its visemes, expressions and identities;
-3. render one test clip to an .mp4 with its sound, and write it as an animated .glb;
-4. score a still-face baseline (the template, not moving) on the test split with the
-   metric suite, as `voxmesh evaluate-predictions` does for any project's outputs.
+1. speak a short sentence with espeak-ng (the project makes its own sample, so nothing
+   is downloaded and nothing needs a licence) and write it as out/demo_speech.wav;
+2. `voxmesh animate out/demo_speech.wav -o out/demo.mp4` and `-o out/demo.glb` with the
+   default model (GLDiTalker + Whisper tiny.en, shipped in the package);
+3. a strip of stills at a plosive (lips closed) and an open vowel, picked from the
+   sample's phoneme timings, so a person can check the lips at a glance
+   (out/demo_frames.png), and the contact sheet of the procedural head.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 
+SENTENCE = "Bob bought a big pot of hot apple pie, and papa ate half of it."
+PLOSIVES = ("p", "b", "m")
+OPEN_VOWELS = ("a", "aa", "A", "A:", "a:", "aI", "aU", "0")
+
+
+def pick_frames(phonemes, fps: float) -> list[tuple[str, int]]:
+    """(label, frame) of the middle of each plosive/bilabial and open vowel of the
+    sample, alternating, at most six."""
+    picks: list[tuple[str, int]] = []
+    for phoneme in phonemes:
+        kind = "closed /" + phoneme.symbol + "/" if phoneme.symbol in PLOSIVES else (
+            "open /" + phoneme.symbol + "/" if phoneme.symbol in OPEN_VOWELS else None)
+        if kind is not None:
+            picks.append((kind, int(round(0.5 * (phoneme.start + phoneme.end) * fps))))
+    closed = [p for p in picks if p[0].startswith("closed")][:3]
+    opened = [p for p in picks if p[0].startswith("open")][:3]
+    return [p for pair in zip(closed, opened) for p in pair]
+
 
 def main(out: str = "out") -> int:
-    from voxmesh.data import check_dataset, open_dataset
-    from voxmesh.data.synthetic.dataset import synthesize_dataset
+    import imageio.v3 as iio
+    import soundfile
+
+    from voxmesh.animate import animate_to_file, load_model
     from voxmesh.data.synthetic.sheet import render_contact_sheet, vertex_colors_for
-    from voxmesh.eval.predictions import evaluate_prediction_folder, format_metrics_table
-    from voxmesh.files import atomic_path
-    from voxmesh.render import to_video
-    from voxmesh.render.export import write_glb
+    from voxmesh.data.synthetic.speech import synthesize
+    from voxmesh.errors import VoxmeshError
+    from voxmesh.render.rasterizer import Renderer
 
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    data_dir = out_dir / "synthetic-tiny"
-    print("1/4 synthesizing the tiny synthetic dataset ...", flush=True)
-    summary = synthesize_dataset(data_dir, preset="tiny", seed=0, overwrite=True, progress=True)
-    report = check_dataset(data_dir)
-    print("\n".join("    " + line for line in report.summary_lines()))
-    if not report.ok:
-        print("\n".join(report.problems))
+    print("1/3 speaking the demo sentence with espeak-ng ...", flush=True)
+    clip = synthesize(SENTENCE)
+    speech = out_dir / "demo_speech.wav"
+    soundfile.write(speech, clip.audio, clip.sample_rate)
+
+    print("2/3 animating it with the default model ...", flush=True)
+    try:
+        animation = load_model("default")
+    except VoxmeshError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 1
+    video = animate_to_file(animation, speech, out_dir / "demo.mp4", overwrite=True, progress=True, seed=0)
+    glb = animate_to_file(animation, speech, out_dir / "demo.glb", overwrite=True, seed=0)
 
-    print("2/4 rendering the contact sheet ...", flush=True)
+    print("3/3 stills at plosives and open vowels, and the contact sheet ...", flush=True)
+    vertices = animation.animate(speech, seed=0)
+    colors = vertex_colors_for(animation.template)
+    renderer = Renderer(animation.faces, width=256, height=256, reference_vertices=animation.template.vertices,
+                        vertex_colors=colors)
+    picks = [(label, min(frame, len(vertices) - 1)) for label, frame in pick_frames(clip.phonemes, animation.fps)]
+    stills = [renderer.render(vertices[frame]) for _, frame in picks]
+    iio.imwrite(out_dir / "demo_frames.png", np.concatenate(stills, axis=1))
     sheet = render_contact_sheet(out_dir / "contact_sheet.png")
-
-    print("3/4 rendering a test clip with its sound ...", flush=True)
-    dataset = open_dataset(data_dir)
-    test = dataset.split("test")
-    clip = max(test, key=lambda s: s.num_frames if s.emotion != "neutral" else 0)
-    topology = dataset.topology()
-    to_video(clip.vertices, topology.faces, clip.audio, out_dir / "demo.mp4", fps=clip.fps,
-             vertex_colors=vertex_colors_for(topology), progress=True)
-    glb = write_glb(clip.vertices, topology.faces, out_dir / "demo.glb", clip.fps, base=clip.template,
-                    vertex_colors=vertex_colors_for(topology))
-
-    print("4/4 scoring a still-face baseline on the test split ...", flush=True)
-    preds = out_dir / "still-face-predictions"
-    shutil.rmtree(preds, ignore_errors=True)
-    preds.mkdir()
-    for sequence in test:
-        still = np.repeat(sequence.template[None], sequence.num_frames, axis=0)
-        np.save(preds / f"{sequence.name}.npy", still.reshape(sequence.num_frames, -1))
-    result = evaluate_prediction_folder(preds, data_dir, split="test")
-    print(format_metrics_table(result))
-    with atomic_path(out_dir / "still_face_metrics.json") as tmp:
-        tmp.write_text(json.dumps(result, indent=2))
-
+    opening = _mouth_opening(vertices, animation.template)
     print(f"\nmade, in {out_dir}/:")
-    print(f"  synthetic-tiny/          {summary['clips']} clips in the shared layout ({summary['seconds']:.0f} s of speech)")
-    print(f"  contact_sheet.png        the head, its visemes, expressions and identities ({sheet.shape[1]}x{sheet.shape[0]})")
-    print(f"  demo.mp4                 '{clip.text}' ({clip.emotion}, {clip.duration:.1f} s) with sound")
-    print(f"  demo.glb                 the same motion as glTF: {glb['morph_targets']} morph targets animated at "
-          f"{clip.fps:g} fps (plays in Blender and three.js)")
-    print("  still_face_metrics.json  LVE/EVE/FDD/MVE/MOD of a face that does not move: the floor any model must beat")
+    print(f"  demo_speech.wav    '{SENTENCE}' ({clip.duration:.1f} s, espeak-ng)")
+    print(f"  demo.mp4           {video['frames']} frames at {video['fps']:g} fps with the sound (front view)")
+    print(f"  demo.glb           glTF 2.0: {glb.get('morph_targets')} morph targets animated at {video['fps']:g} fps "
+          "(plays in Blender and three.js)")
+    labels = ", ".join(f"{label} at {frame / animation.fps:.2f} s" for label, frame in picks)
+    print(f"  demo_frames.png    left to right: {labels}")
+    if opening is not None:
+        values = ", ".join(f"{opening[frame] * 1000:.1f}" for _, frame in picks)
+        print(f"                     mouth opening there (mm): {values}")
+    print(f"  contact_sheet.png  the procedural head: visemes, expressions, identities ({sheet.shape[1]}x{sheet.shape[0]})")
     return 0
+
+
+def _mouth_opening(vertices: np.ndarray, template) -> np.ndarray | None:
+    """Mean distance of the inner-lip vertex pairs per frame (metres), None without them."""
+    pairs = template.vertex_pairs.get("inner_lip_pairs")
+    if pairs is None or len(pairs) == 0:
+        return None
+    pairs = np.asarray(pairs)
+    return np.linalg.norm(vertices[:, pairs[:, 0]] - vertices[:, pairs[:, 1]], axis=-1).mean(axis=1)
 
 
 if __name__ == "__main__":

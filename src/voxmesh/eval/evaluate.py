@@ -26,10 +26,18 @@ from tqdm import tqdm
 
 from voxmesh.data.layout import FaceDataset, Sequence
 from voxmesh.errors import VoxmeshError
-from voxmesh.eval.metrics import METRIC_UNITS, _emotion_region, diversity, evaluate_sequences
+from voxmesh.eval.metrics import (
+    BILABIAL_PHONEMES,
+    LIP_CLOSURE_TOLERANCE,
+    METRIC_UNITS,
+    _emotion_region,
+    bilabial_closure_frames,
+    diversity,
+    evaluate_sequences,
+)
 from voxmesh.files import atomic_path
 
-METRIC_ORDER = ("LVE", "EVE", "FDD", "FDD_abs", "MVE", "MOD", "diversity")
+METRIC_ORDER = ("LVE", "EVE", "FDD", "FDD_abs", "MVE", "MOD", "lip_closure", "diversity")
 
 
 # ---- features and generation (shared with the trainer's validation) ----------------------
@@ -110,8 +118,10 @@ def metric_regions(dataset: FaceDataset) -> dict[str, np.ndarray]:
     return {**dataset.regions, **dataset.vertex_pairs}
 
 
-def describe_masks(regions: dict[str, np.ndarray], num_vertices: int) -> dict[str, dict[str, Any]]:
-    """Which vertices each metric used: ``{metric: {"region": name, "vertices"/"pairs": n}}``."""
+def describe_masks(regions: dict[str, np.ndarray], num_vertices: int,
+                   closures: list[np.ndarray] | None = None) -> dict[str, dict[str, Any]]:
+    """Which vertices each metric used: ``{metric: {"region": name, "vertices"/"pairs": n}}``;
+    lip-closure accuracy also names its closures, phonemes and tolerance."""
     masks: dict[str, dict[str, Any]] = {}
     if "lips" in regions:
         masks["LVE"] = {"region": "lips", "vertices": int(np.asarray(regions["lips"]).size)}
@@ -125,7 +135,18 @@ def describe_masks(regions: dict[str, np.ndarray], num_vertices: int) -> dict[st
     masks["MVE"] = {"region": "all", "vertices": int(num_vertices)}
     if "inner_lip_pairs" in regions:
         masks["MOD"] = {"region": "inner_lip_pairs", "pairs": int(np.asarray(regions["inner_lip_pairs"]).reshape(-1, 2).shape[0])}
+        count = int(sum(np.asarray(c).size for c in closures or []))
+        if count:
+            masks["lip_closure"] = {**masks["MOD"], "closures": count, "phonemes": list(BILABIAL_PHONEMES),
+                                    "tolerance_m": LIP_CLOSURE_TOLERANCE}
     return masks
+
+
+def sequence_closures(sequences: list[Sequence]) -> list[np.ndarray] | None:
+    """Bilabial closure frames of each sequence from its phoneme timings (int ``[K]``
+    each), or None when no sequence has a timed /p/, /b/ or /m/."""
+    closures = [bilabial_closure_frames(s.phonemes, s.fps, s.num_frames) for s in sequences]
+    return closures if any(c.size for c in closures) else None
 
 
 # ---- baselines ------------------------------------------------------------------------------
@@ -219,6 +240,7 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
         features.append(sequence_features(model, sequence.audio, sequence.num_frames, dataset.fps, device, cache))
     gts = [s.vertices for s in sequences]
     templates = [s.template for s in sequences]
+    closures = sequence_closures(sequences)
     seen = [s.subject in speakers for s in sequences]
     unseen_subjects = sorted({s.subject for s, known in zip(sequences, seen) if not known})
     conditions: list[str | None] = list(speakers) if unseen_subjects else [None]
@@ -250,7 +272,7 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
                 preds.append(timed_generate(model, sequence, speakers.index(condition), features=features[i],
                                                seed=seed, device=device, emotion_source=emotion_source, steps=steps))
                 bar.update(1)
-        per_condition[condition or "own style"] = evaluate_sequences(preds, gts, templates, regions)
+        per_condition[condition or "own style"] = evaluate_sequences(preds, gts, templates, regions, closures)
         del preds  # one condition's unseen predictions in memory at a time
     bar.close()
     keys = list(next(iter(per_condition.values())))
@@ -268,12 +290,13 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
         keys.append("diversity")
 
     rows: dict[str, dict[str, float]] = {
-        "static": evaluate_sequences([_constant(t, len(g)) for t, g in zip(templates, gts)], gts, templates, regions),
+        "static": evaluate_sequences([_constant(t, len(g)) for t, g in zip(templates, gts)], gts, templates, regions,
+                                     closures),
     }
     offset = mean_training_offset(dataset, progress=progress)
     if offset is not None:
         rows["mean"] = evaluate_sequences([_constant(t + offset, len(g)) for t, g in zip(templates, gts)], gts,
-                                          templates, regions)
+                                          templates, regions, closures)
     rows["model"] = model_row
 
     result: dict[str, Any] = {
@@ -301,7 +324,7 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
         "emotion_source": emotion_source if getattr(model, "emotions", None) else None,
         "emotion_classification": emotion_classification(model, sequences, features, device),
         "units": {k: METRIC_UNITS[k] for k in keys},
-        "masks": describe_masks(regions, topology.num_vertices),
+        "masks": describe_masks(regions, topology.num_vertices, closures),
         "baselines": {
             "static": "the subject's template, unmoving",
             "mean": "the template plus the mean training offset from the template per vertex, constant over time",
@@ -349,7 +372,12 @@ def _output_paths(run: Path, split: str, out: str | Path | None) -> tuple[Path, 
     return Path(str(out) + ".md"), Path(str(out) + ".json")
 
 
-_UNIT_TEXT = {"m^2": "m²", "m": "m"}
+_UNIT_TEXT = {"m^2": "m²", "m": "m", "share": "%"}
+
+
+def _metric_text(key: str, value: float) -> str:
+    """A metric value as the reports print it: shares in percent, the rest in scientific notation."""
+    return f"{100 * value:.1f}" if METRIC_UNITS.get(key) == "share" else f"{value:.4e}"
 
 
 def format_evaluation(result: dict[str, Any]) -> str:
@@ -370,8 +398,8 @@ def format_evaluation(result: dict[str, Any]) -> str:
         "|---|" + "---:|" * len(keys),
     ]
     for row, values in result["rows"].items():
-        lines.append(f"| {names.get(row, row)} | " + " | ".join(f"{values[k]:.4e}" if k in values else "" for k in keys)
-                     + " |")
+        lines.append(f"| {names.get(row, row)} | " + " | ".join(_metric_text(k, values[k]) if k in values else ""
+                                                               for k in keys) + " |")
     lines.append("")
     masks = result["masks"]
     parts = []
@@ -380,6 +408,9 @@ def format_evaluation(result: dict[str, Any]) -> str:
         if mask is None or key == "FDD_abs":
             continue
         size = f"{mask['pairs']} vertex pairs" if "pairs" in mask else f"{mask['vertices']} vertices"
+        if "closures" in mask:
+            size += (f"; {mask['closures']} midpoints of /{'/, /'.join(mask['phonemes'])}/, closed when at most "
+                     f"{mask['tolerance_m'] * 1000:g} mm more open than the ground truth")
         parts.append(f"{key} over `{mask['region']}` ({size})")
     lines.append("Masks: " + "; ".join(parts) + ".")
     if "diversity" in keys:
@@ -388,7 +419,8 @@ def format_evaluation(result: dict[str, Any]) -> str:
     lines.append(
         "Units: LVE, EVE and FDD are squared metres (the papers' \"x1e-5 mm\" columns are these values scaled); "
         "MVE and MOD are metres. Lower is better, except FDD, which is signed (ground truth minus prediction; "
-        "FDD_abs is its absolute value)."
+        "FDD_abs is its absolute value)" + ("; lip_closure is the percentage of bilabial closures with closed lips "
+                                            "(higher is better)." if "lip_closure" in keys else ".")
     )
     if result["unseen_sequences"]:
         lines.append(
@@ -411,5 +443,5 @@ def format_evaluation(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["cached_sequence_features", "describe_masks", "emotion_classification", "evaluate_run", "format_evaluation", "generate_sequence",
+__all__ = ["cached_sequence_features", "describe_masks", "sequence_closures", "emotion_classification", "evaluate_run", "format_evaluation", "generate_sequence",
            "mean_training_offset", "metric_regions", "sequence_features"]

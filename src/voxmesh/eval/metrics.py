@@ -15,7 +15,8 @@ set never holds a float64 copy of it (the inputs themselves stay in their own dt
 
 Units: vertex positions are in metres on VOCASET/BIWI/FLAME data, so LVE, EVE and FDD
 are squared metres (the papers' "x1e-5 mm" / "x1e-7 mm" columns are these numbers
-scaled), and MVE, MOD and diversity are metres; see :data:`METRIC_UNITS`.
+scaled), and MVE, MOD and diversity are metres; lip-closure accuracy (voxmesh's own, for
+data with phoneme timings) is a share in [0, 1]; see :data:`METRIC_UNITS`.
 """
 
 from __future__ import annotations
@@ -39,9 +40,16 @@ METRIC_UNITS: dict[str, str] = {
     "MVE": "m",
     "MOD": "m",
     "diversity": "m",
+    "lip_closure": "share",
 }
 """Unit of each metric key: squared metres for the squared-distance metrics, metres
-for the plain distances."""
+for the plain distances, a share in [0, 1] for lip-closure accuracy."""
+
+BILABIAL_PHONEMES: tuple[str, ...] = ("p", "b", "m")
+"""Phoneme symbols whose midpoint must show closed lips (lip-closure accuracy)."""
+
+LIP_CLOSURE_TOLERANCE = 1.0e-3
+"""Metres a prediction's inner-lip distance may exceed the ground truth's at a closure."""
 
 # Bytes of one float64 working chunk. A metric holds a few such arrays at once, so its
 # extra memory stays within some tens of MB whatever the length of the test set.
@@ -334,6 +342,66 @@ def mouth_open_difference(pred: Sequences, gt: Sequences, lip_pairs: object) -> 
     return total / frames
 
 
+# ---- lip closure ----------------------------------------------------------------------
+
+def bilabial_closure_frames(phonemes: Sequence[object] | None, fps: float, num_frames: int,
+                            symbols: Sequence[str] = BILABIAL_PHONEMES) -> np.ndarray:
+    """Frame indices (int ``[K]``, ascending) of the midpoints of a sequence's bilabial
+    phonemes: ``round(fps * (start + end) / 2)``, clipped to the last frame.
+
+    phonemes: items with ``symbol``, ``start`` and ``end`` (seconds) attributes, or
+    ``(symbol, start, end)`` tuples as the manifest stores them; None gives no frames.
+    Stress marks (``'``, ``,``) before a symbol are ignored."""
+    if fps <= 0 or num_frames < 1:
+        raise VoxmeshError(f"fps {fps} and num_frames {num_frames} must be positive to place phoneme midpoints.")
+    wanted = set(symbols)
+    frames = []
+    for item in phonemes or []:
+        symbol, start, end = ((item.symbol, item.start, item.end) if hasattr(item, "symbol") else tuple(item)[:3])
+        if str(symbol).lstrip("',%=") in wanted:
+            frames.append(min(int(round(0.5 * (float(start) + float(end)) * fps)), num_frames - 1))
+    return np.asarray(sorted(frames), dtype=np.int64)
+
+
+def lip_closure_accuracy(pred: Sequences, gt: Sequences, lip_pairs: object, closure_frames: Sequence[object],
+                         tolerance: float = LIP_CLOSURE_TOLERANCE) -> float:
+    """Lip-closure accuracy: the share of bilabial closures (/p/, /b/, /m/ midpoints, see
+    :func:`bilabial_closure_frames`) at which the prediction's lips are closed.
+
+    At each closure frame the inner-lip distance (the mean over ``lip_pairs`` of the
+    upper-to-lower vertex distance, as MOD measures mouth opening) of the prediction must
+    be at most the ground truth's distance at that frame (its closed-lip distance) plus
+    ``tolerance`` metres. Closures are pooled over all sequences. A face that never opens
+    passes every closure, so read it beside MOD and LVE.
+
+    pred, gt: ``[T, V, 3]`` / ``[T, V*3]`` or lists; lip_pairs: int ``[P, 2]``;
+    closure_frames: one int array of frame indices a sequence. A share in [0, 1]."""
+    pairs_list = _paired(pred, gt)
+    if len(closure_frames) != len(pairs_list):
+        raise VoxmeshError(
+            f"Got closure frames for {len(closure_frames)} sequences but {len(pairs_list)} sequences; pass one list a sequence."
+        )
+    if tolerance < 0:
+        raise VoxmeshError(f"The lip-closure tolerance is {tolerance} m; pass a distance of 0 or more.")
+    closed, total = 0, 0
+    for i, ((p, g), frames) in enumerate(zip(pairs_list, closure_frames)):
+        idx = np.asarray(frames, dtype=np.int64).reshape(-1)
+        if idx.size == 0:
+            continue
+        if idx.min() < 0 or idx.max() >= g.shape[0]:
+            raise VoxmeshError(
+                f"Closure frames of sequence {i} span {idx.min()}..{idx.max()} but it has {g.shape[0]} frames; "
+                "pass frame indices of that sequence."
+            )
+        pairs = _vertex_pairs(lip_pairs, int(g.shape[1]))
+        opened = np.array([_mouth_opening(p, k, k + 1, pairs)[0] - _mouth_opening(g, k, k + 1, pairs)[0] for k in idx])
+        closed += int(np.count_nonzero(opened <= tolerance))
+        total += int(idx.size)
+    if total == 0:
+        raise VoxmeshError("No sequence has a bilabial closure (/p/, /b/, /m/ with timings); lip-closure accuracy needs one.")
+    return closed / total
+
+
 # ---- diversity ---------------------------------------------------------------------------
 
 def diversity(samples: ArrayLike | Sequence[ArrayLike]) -> float:
@@ -390,14 +458,18 @@ def _emotion_region(regions: Mapping[str, object]) -> object | None:
 
 
 def evaluate_sequences(preds: Sequences, gts: Sequences, templates: ArrayLike | Sequence[ArrayLike] | None,
-                       regions: Mapping[str, object]) -> dict[str, float]:
-    """Every metric whose inputs exist, keyed "LVE", "EVE", "FDD", "FDD_abs", "MVE", "MOD".
+                       regions: Mapping[str, object], closures: Sequence[object] | None = None) -> dict[str, float]:
+    """Every metric whose inputs exist, keyed "LVE", "EVE", "FDD", "FDD_abs", "MVE", "MOD"
+    and, with ``closures``, "lip_closure".
 
     preds, gts: ``[T, V, 3]`` / ``[T, V*3]`` or lists; templates: one ``[V, 3]``, a list
     with one a sequence, or None (then no FDD); regions: name -> int ``[N]`` indices
     ("lips" -> LVE; "eye_forehead" or "emotion", else the union of "eyes" and
     "forehead" -> EVE; "upper_face" -> FDD) and name -> int ``[P, 2]`` pairs
-    ("inner_lip_pairs" -> MOD). MVE is always computed. Units: :data:`METRIC_UNITS`."""
+    ("inner_lip_pairs" -> MOD). MVE is always computed. closures: one int array of
+    bilabial closure frames a sequence (:func:`bilabial_closure_frames`); with
+    "inner_lip_pairs" and at least one closure it adds lip-closure accuracy. Units:
+    :data:`METRIC_UNITS`."""
     results: dict[str, float] = {}
     if "lips" in regions:
         results["LVE"] = lip_vertex_error(preds, gts, regions["lips"])
@@ -411,14 +483,20 @@ def evaluate_sequences(preds: Sequences, gts: Sequences, templates: ArrayLike | 
     results["MVE"] = mean_vertex_error(preds, gts)
     if "inner_lip_pairs" in regions:
         results["MOD"] = mouth_open_difference(preds, gts, regions["inner_lip_pairs"])
+        if closures is not None and sum(np.asarray(c).size for c in closures) > 0:
+            results["lip_closure"] = lip_closure_accuracy(preds, gts, regions["inner_lip_pairs"], closures)
     return results
 
 
 __all__ = [
+    "BILABIAL_PHONEMES",
+    "LIP_CLOSURE_TOLERANCE",
     "METRIC_UNITS",
+    "bilabial_closure_frames",
     "diversity",
     "emotional_vertex_error",
     "evaluate_sequences",
+    "lip_closure_accuracy",
     "lip_vertex_error",
     "mean_vertex_error",
     "mouth_open_difference",

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from voxmesh.data.layout import FaceDataset, load_vertices
 from voxmesh.errors import VoxmeshError
-from voxmesh.eval.metrics import METRIC_UNITS, evaluate_sequences
+from voxmesh.eval.metrics import METRIC_UNITS, bilabial_closure_frames, evaluate_sequences
 from voxmesh.mesh.template import load_regions, split_regions
 
 METRIC_REGION_NAMES = ("lips", "eyes", "forehead", "eye_forehead", "emotion", "upper_face", "inner_lip_pairs")
@@ -50,19 +50,20 @@ def evaluate_prediction_folder(pred_dir: str | Path, dataset_dir: str | Path, pr
             f"Prediction {pred_dir / (unknown[0] + '.npy')} matches no sequence in {where}{dataset.root} "
             f"({len(unknown)} such files); name predictions like the dataset's sequences."
         )
-    preds, gts, templates, names = [], [], [], []
+    preds, gts, templates, names, closures = [], [], [], [], []
     for path in tqdm(pred_files, desc="loading", unit="seq", disable=not progress):
         sequence = dataset.load(by_name[path.stem])
         preds.append(load_vertices(path, sequence.vertices.shape[1]))
         gts.append(sequence.vertices)
         templates.append(sequence.template)
         names.append(path.stem)
+        closures.append(bilabial_closure_frames(sequence.phonemes, sequence.fps, sequence.num_frames))
     # Only the masks the metrics read are passed on and named in the report.
     metric_regions = {k: v for k, v in {**regions, **pairs}.items() if k in METRIC_REGION_NAMES}
-    metrics = evaluate_sequences(preds, gts, templates, metric_regions)
+    metrics = evaluate_sequences(preds, gts, templates, metric_regions, closures)
     per_sequence = {
-        name: evaluate_sequences([p], [g], [t], metric_regions)
-        for name, p, g, t in zip(names, preds, gts, templates)
+        name: evaluate_sequences([p], [g], [t], metric_regions, [c])
+        for name, p, g, t, c in zip(names, preds, gts, templates, closures)
     }
     return {
         "dataset": str(dataset.root),
@@ -84,9 +85,9 @@ def evaluate_prediction_folder(pred_dir: str | Path, dataset_dir: str | Path, pr
 
 def format_metrics_table(result: dict) -> str:
     """A plain-text table of a result from :func:`evaluate_prediction_folder`."""
-    lines = [f"{'metric':<8} {'value':>14}  unit", "-" * 32]
+    lines = [f"{'metric':<11} {'value':>14}  unit", "-" * 35]
     for key, value in result["metrics"].items():
-        lines.append(f"{key:<8} {value:>14.6e}  {result['units'][key]}")
+        lines.append(f"{key:<11} {value:>14.6e}  {result['units'][key]}")
     regions = ", ".join(f"{k} ({v['vertices']})" for k, v in result["regions"].items())
     lines.append(f"{result['sequences']} sequences, {result['frames']} frames at {result['fps']:g} fps; regions: {regions}")
     return "\n".join(lines)

@@ -668,16 +668,18 @@ class Renderer:
         _prepare_vertices(vertices, self.faces, camera.rotation(), center, width, height,
                           camera.scale * factor, focal, distance, normals, screen_x, screen_y,
                           depth, fixed_x, fixed_y, valid, tri_flip, tri_row_min, tri_row_max)
-        # A few bands a thread balance the load: the face covers the middle rows only.
-        n_bands = max(1, min(height, 4 * numba.get_num_threads()))
+        # Inside the guard: numba.get_num_threads() starts numba's OpenMP layer, which sets the
+        # thread count torch shares.
         with _torch_threads_kept():
+            # A few bands a thread balance the load: the face covers the middle rows only.
+            n_bands = max(1, min(height, 4 * numba.get_num_threads()))
             _rasterize(self.faces, fixed_x, fixed_y, depth, tri_flip, tri_row_min, tri_row_max,
                        n_bands, zbuffer, tri_id, bary1, bary2)
             target = out if factor == 1 else self._buffer("large", (height, width, 3), np.uint8)
             _shade(self.faces, normals, albedo, tri_flip, tri_id, bary1, bary2, self._light,
                    self.background, self._gamma_lut, target)
-        if factor > 1:
-            _downsample(target, factor, out)
+            if factor > 1:  # parallel too: inside the guard
+                _downsample(target, factor, out)
 
 
 # --------------------------------------------------------------------------- functions
