@@ -30,7 +30,7 @@ ROOT = HERE.parent
 RESULTS = HERE / "results"
 
 COMPARED = list(METHODS)
-EMOFACE_ABLATIONS = ["emoface", "emoface_add", "emoface_teacher_forcing"]
+EMOFACE_ABLATIONS = ["emoface_10ep", "emoface_add_10ep", "emoface_teacher_forcing_10ep"]
 KEYS = ["LVE", "EVE", "FDD", "MVE", "MOD"]
 
 
