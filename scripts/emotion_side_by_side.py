@@ -2,7 +2,7 @@
 stream adds to the same lip motion.
 
     python scripts/emotion_side_by_side.py RUN --data DATA [--sequence NAME]
-        [--emotions neutral angry] [-o docs/media/emoface_two_emotions.mp4]
+        [--emotions surprised angry] [-o docs/media/emoface_two_emotions.mp4]
 
 RUN is an EmoFace run folder (or checkpoint folder). The sentence is a test sequence of
 DATA (the first one by default); both renditions are generated from its audio with an
@@ -60,9 +60,9 @@ def side_by_side(run: Path, data: Path, sequence_name: str | None, emotions: lis
     difference = np.linalg.norm(renditions[0][:frames] - renditions[1][:frames], axis=-1)
     widest = int(difference.mean(axis=1).argmax())
     still = out.with_suffix(".png")
-    import imageio.v3 as iio
+    from voxmesh.render.sheet import contact_sheet
 
-    iio.imwrite(still, np.concatenate([renderer.render(r[widest]) for r in renditions], axis=1))
+    contact_sheet([renderer.render(r[widest]) for r in renditions], emotions, columns=len(emotions), path=still)
     return {"video": str(out), "still": str(still), "sequence": sequence.name, "text": sequence.text,
             "emotions": emotions, "frames": frames, "seconds": frames / animation.fps,
             "mean_vertex_distance_m": float(difference.mean()), "max_vertex_distance_m": float(difference.max()),
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run", type=Path)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--sequence", default=None)
-    parser.add_argument("--emotions", nargs=2, default=["neutral", "angry"])
+    parser.add_argument("--emotions", nargs=2, default=["surprised", "angry"])
     parser.add_argument("-o", "--out", type=Path, default=Path("docs/media/emoface_two_emotions.mp4"))
     args = parser.parse_args(argv)
     try:

@@ -36,7 +36,6 @@ def pick_frames(phonemes, fps: float) -> list[tuple[str, int]]:
 
 
 def main(out: str = "out") -> int:
-    import imageio.v3 as iio
     import soundfile
 
     from voxmesh.animate import animate_to_file, load_model
@@ -44,6 +43,7 @@ def main(out: str = "out") -> int:
     from voxmesh.data.synthetic.speech import synthesize
     from voxmesh.errors import VoxmeshError
     from voxmesh.render.rasterizer import Renderer
+    from voxmesh.render.sheet import contact_sheet
 
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -68,7 +68,8 @@ def main(out: str = "out") -> int:
                         vertex_colors=colors)
     picks = [(label, min(frame, len(vertices) - 1)) for label, frame in pick_frames(clip.phonemes, animation.fps)]
     stills = [renderer.render(vertices[frame]) for _, frame in picks]
-    iio.imwrite(out_dir / "demo_frames.png", np.concatenate(stills, axis=1))
+    contact_sheet(stills, [f"{label} {frame / animation.fps:.2f} s" for label, frame in picks], columns=len(stills),
+                  path=out_dir / "demo_frames.png")
     sheet = render_contact_sheet(out_dir / "contact_sheet.png")
     opening = _mouth_opening(vertices, animation.template)
     print(f"\nmade, in {out_dir}/:")
