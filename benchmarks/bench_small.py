@@ -88,9 +88,6 @@ def main(data: Path, runs: Path, only: list[str] | None) -> None:
     names = only or list(RUNS)
     result: dict[str, Any] = {"data": str(data), "splits": {}, "train_seconds": {}, "stage_one": {}, "ddim_steps": {},
                               "emotion": {}}
-    previous = RESULTS / "small.json"
-    if only and previous.is_file():
-        result = json.loads(previous.read_text())
     for name in names:
         run = ensure_trained(name, data, runs)
         result["train_seconds"][name] = train_seconds(run)
@@ -120,6 +117,21 @@ def main(data: Path, runs: Path, only: list[str] | None) -> None:
                     **evaluation["rows"]["model"],
                     "rtf": evaluation["generation_seconds"] / max(evaluation["audio_seconds"], 1e-9)}
     RESULTS.mkdir(exist_ok=True)
+    previous = RESULTS / "small.json"
+    if only and previous.is_file():
+        # --only: merge into what earlier runs of this script measured (read now, at the
+        # end, so that two runs for different methods side by side both keep theirs)
+        merged = json.loads(previous.read_text())
+        for key, value in result.items():
+            if isinstance(value, dict):
+                for inner, entry in value.items():
+                    if isinstance(entry, dict) and isinstance(merged.get(key, {}).get(inner), dict):
+                        merged[key][inner].update(entry)
+                    else:
+                        merged.setdefault(key, {})[inner] = entry
+            else:
+                merged[key] = value
+        result = merged
     (RESULTS / "small.json").write_text(json.dumps(result, indent=2))
     text = report(result)
     (RESULTS / "small.md").write_text(text)
