@@ -1,19 +1,6 @@
-"""The one timing helper the benchmarks share."""
+"""The one timing helper the benchmarks share: the package's own, so that `voxmesh
+benchmark` and the scripts here time things the same way."""
 
-from __future__ import annotations
+from voxmesh.benchmark import best_seconds
 
-import time
-from typing import Callable
-
-
-def best_seconds(fn: Callable[[], object], repeats: int, warmup: bool = False) -> float:
-    """The fastest of ``repeats`` wall-clock runs of ``fn`` (the least disturbed by other
-    work on the machine); ``warmup`` runs it once first, untimed."""
-    if warmup:
-        fn()  # first-call allocations and kernel selection
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+__all__ = ["best_seconds"]

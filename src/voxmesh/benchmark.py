@@ -224,8 +224,12 @@ def _synthetic_sequence(audio: np.ndarray, template: np.ndarray, subject: str, f
                     vertices=np.broadcast_to(template, (frames,) + template.shape), emotion=emotion)
 
 
-def _best_seconds(fn: Callable[[], object], repeats: int) -> float:
-    """The fastest of ``repeats`` runs of ``fn`` (the least disturbed by other work)."""
+def best_seconds(fn: Callable[[], object], repeats: int, warmup: bool = False) -> float:
+    """The fastest of ``repeats`` (at least one) wall-clock runs of ``fn``, the least
+    disturbed by other work on the machine; ``warmup`` runs it once first, untimed
+    (first-call allocations and kernel selection). Shared with ``benchmarks/``."""
+    if warmup:
+        fn()
     times = []
     for _ in range(max(1, repeats)):
         started = time.perf_counter()
@@ -263,9 +267,9 @@ def speed(model, audio_clips: list[np.ndarray], template: np.ndarray, subject: s
     for seconds in lengths:
         sequence = _synthetic_sequence(speech_clip(audio_clips, seconds), template, subject, fps)
         features = sequence_features(model, sequence.audio, sequence.num_frames, fps, device)
-        encoder = _best_seconds(lambda s=sequence: sequence_features(model, s.audio, s.num_frames, fps, device),
+        encoder = best_seconds(lambda s=sequence: sequence_features(model, s.audio, s.num_frames, fps, device),
                                 repeats)
-        generation = _best_seconds(lambda s=sequence, f=features: generate_sequence(model, s, speaker, features=f,
+        generation = best_seconds(lambda s=sequence, f=features: generate_sequence(model, s, speaker, features=f,
                                                                                     seed=0, device=device), repeats)
         rows.append({"audio_seconds": float(seconds), "frames": sequence.num_frames, "encoder_seconds": encoder,
                      "model_seconds": generation, "encoder_rtf": encoder / seconds, "model_rtf": generation / seconds,
