@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from voxmesh.animate import builtin_model_path
+from voxmesh.eval.metrics import mouth_opening
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -38,8 +39,7 @@ def test_default_model_animates_speech_with_a_moving_mouth(speech):
     vertices = model.animate(speech.audio, seed=0)
     frames = round(len(speech.audio) / 16000 * model.fps)
     assert vertices.shape == (frames, model.template.num_vertices, 3) and np.all(np.isfinite(vertices))
-    pairs = np.asarray(model.template.vertex_pairs["inner_lip_pairs"])
-    opening = np.linalg.norm(vertices[:, pairs[:, 0]] - vertices[:, pairs[:, 1]], axis=-1).mean(axis=1)
+    opening = mouth_opening(vertices, model.template.vertex_pairs["inner_lip_pairs"])
     # the mouth opens and closes over the sentence, by millimetres, not micrometres
     assert opening.max() - opening.min() > 0.003
     again = model.animate(speech.audio, seed=0)

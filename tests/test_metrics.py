@@ -21,6 +21,7 @@ from voxmesh.eval.metrics import (
     lip_vertex_error,
     mean_vertex_error,
     mouth_open_difference,
+    mouth_opening,
     upper_face_dynamics_deviation,
 )
 
@@ -121,6 +122,11 @@ def test_mouth_open_difference_by_hand():
     pred[1, 0] = [0, 0, 1]
     pred[1, 2] = [3, 4, 0]
     assert mouth_open_difference(pred, gt, pairs) == pytest.approx(1.5, rel=1e-12)
+    # the per-frame opening it compares, for one sequence ([T, V, 3] or [T, V*3])
+    np.testing.assert_allclose(mouth_opening(pred, pairs), [2.0, 3.0], rtol=1e-12)
+    np.testing.assert_allclose(mouth_opening(gt.reshape(2, -1), pairs), [2.0, 0.0], rtol=1e-12)
+    with pytest.raises(VoxmeshError, match="lip pairs"):
+        mouth_opening(pred, [0, 1])
 
 
 def test_diversity_by_hand():

@@ -353,12 +353,20 @@ def strip_frames(sequence, count: int = 4) -> list[tuple[str, int]]:
     """(label, frame) of up to ``count`` frames of a sequence, in time order: midpoints of
     bilabial closures and of open vowels, alternating, from its phoneme timings; without
     timings, evenly spaced frames."""
+    return speech_frames(sequence.phonemes, sequence.fps, sequence.num_frames, count)
+
+
+def speech_frames(phonemes, fps: float, num_frames: int, count: int = 4) -> list[tuple[str, int]]:
+    """(label, frame) of up to ``count`` frames where a face should be seen speaking, in
+    time order: midpoints of bilabial closures (lips shut) and of open vowels (mouth
+    open), about half each, from phoneme timings (items with ``symbol``, ``start``,
+    ``end``); with fewer than two such phonemes, evenly spaced frames."""
     from voxmesh.data.synthetic.phonemes import viseme_of
     from voxmesh.eval.metrics import BILABIAL_PHONEMES
 
     closed, opened = [], []
-    for phoneme in sequence.phonemes or []:
-        frame = min(int(round(0.5 * (phoneme.start + phoneme.end) * sequence.fps)), sequence.num_frames - 1)
+    for phoneme in phonemes or []:
+        frame = min(int(round(0.5 * (phoneme.start + phoneme.end) * fps)), num_frames - 1)
         symbol = phoneme.symbol.lstrip("',%=")
         if symbol in BILABIAL_PHONEMES:
             closed.append((f"/{symbol}/ closed", frame))
@@ -367,7 +375,8 @@ def strip_frames(sequence, count: int = 4) -> list[tuple[str, int]]:
     half = max(count // 2, count - len(opened))
     picks = closed[:half] + opened[:count - min(half, len(closed))]
     if len(picks) < 2:
-        picks = [(f"{t:.2f} s", int(t * sequence.fps)) for t in np.linspace(0.2, 0.8, count) * sequence.duration]
+        duration = num_frames / fps
+        picks = [(f"{t:.2f} s", int(t * fps)) for t in np.linspace(0.2, 0.8, count) * duration]
     return sorted(picks, key=lambda p: p[1])
 
 

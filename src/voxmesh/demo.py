@@ -14,34 +14,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
-
 SENTENCE = "Bob bought a big pot of hot apple pie, and papa ate half of it."
-PLOSIVES = ("p", "b", "m")
-OPEN_VOWELS = ("a", "aa", "A", "A:", "a:", "aI", "aU", "0")
-
-
-def pick_frames(phonemes, fps: float) -> list[tuple[str, int]]:
-    """(label, frame) of the middle of each plosive/bilabial and open vowel of the
-    sample, alternating, at most six."""
-    picks: list[tuple[str, int]] = []
-    for phoneme in phonemes:
-        kind = "closed /" + phoneme.symbol + "/" if phoneme.symbol in PLOSIVES else (
-            "open /" + phoneme.symbol + "/" if phoneme.symbol in OPEN_VOWELS else None)
-        if kind is not None:
-            picks.append((kind, int(round(0.5 * (phoneme.start + phoneme.end) * fps))))
-    closed = [p for p in picks if p[0].startswith("closed")][:3]
-    opened = [p for p in picks if p[0].startswith("open")][:3]
-    return [p for pair in zip(closed, opened) for p in pair]
 
 
 def main(out: str = "out") -> int:
     import soundfile
 
     from voxmesh.animate import animate_to_file, load_model
+    from voxmesh.benchmark import speech_frames
     from voxmesh.data.synthetic.sheet import render_contact_sheet, vertex_colors_for
     from voxmesh.data.synthetic.speech import synthesize
     from voxmesh.errors import VoxmeshError
+    from voxmesh.eval.metrics import mouth_opening
     from voxmesh.render.rasterizer import Renderer
     from voxmesh.render.sheet import contact_sheet
 
@@ -66,12 +50,12 @@ def main(out: str = "out") -> int:
     colors = vertex_colors_for(animation.template)
     renderer = Renderer(animation.faces, width=256, height=256, reference_vertices=animation.template.vertices,
                         vertex_colors=colors)
-    picks = [(label, min(frame, len(vertices) - 1)) for label, frame in pick_frames(clip.phonemes, animation.fps)]
+    picks = speech_frames(clip.phonemes, animation.fps, len(vertices), count=6)
     stills = [renderer.render(vertices[frame]) for _, frame in picks]
     contact_sheet(stills, [f"{label} {frame / animation.fps:.2f} s" for label, frame in picks], columns=len(stills),
                   path=out_dir / "demo_frames.png")
     sheet = render_contact_sheet(out_dir / "contact_sheet.png")
-    opening = _mouth_opening(vertices, animation.template)
+    opening = mouth_opening(vertices, animation.template.vertex_pairs["inner_lip_pairs"])
     print(f"\nmade, in {out_dir}/:")
     print(f"  demo_speech.wav    '{SENTENCE}' ({clip.duration:.1f} s, espeak-ng)")
     print(f"  demo.mp4           {video['frames']} frames at {video['fps']:g} fps with the sound (front view)")
@@ -79,20 +63,10 @@ def main(out: str = "out") -> int:
           "(plays in Blender and three.js)")
     labels = ", ".join(f"{label} at {frame / animation.fps:.2f} s" for label, frame in picks)
     print(f"  demo_frames.png    left to right: {labels}")
-    if opening is not None:
-        values = ", ".join(f"{opening[frame] * 1000:.1f}" for _, frame in picks)
-        print(f"                     mouth opening there (mm): {values}")
+    values = ", ".join(f"{opening[frame] * 1000:.1f}" for _, frame in picks)
+    print(f"                     mouth opening there (mm): {values}")
     print(f"  contact_sheet.png  the procedural head: visemes, expressions, identities ({sheet.shape[1]}x{sheet.shape[0]})")
     return 0
-
-
-def _mouth_opening(vertices: np.ndarray, template) -> np.ndarray | None:
-    """Mean distance of the inner-lip vertex pairs per frame (metres), None without them."""
-    pairs = template.vertex_pairs.get("inner_lip_pairs")
-    if pairs is None or len(pairs) == 0:
-        return None
-    pairs = np.asarray(pairs)
-    return np.linalg.norm(vertices[:, pairs[:, 0]] - vertices[:, pairs[:, 1]], axis=-1).mean(axis=1)
 
 
 if __name__ == "__main__":

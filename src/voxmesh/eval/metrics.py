@@ -326,6 +326,15 @@ def _mouth_opening(x: ArrayLike, start: int, stop: int, pairs: np.ndarray) -> np
     return np.sqrt(gap.sum(axis=2)).mean(axis=1)
 
 
+def mouth_opening(vertices: ArrayLike, lip_pairs: object) -> np.ndarray:
+    """Mouth opening per frame, float64 ``[T]`` metres: the mean over ``lip_pairs``
+    (int ``[P, 2]``, upper and lower vertex) of their distance, as MOD measures it, for
+    one sequence ``[T, V, 3]`` (or ``[T, V*3]``)."""
+    frames = _as_frames(vertices, "vertices")
+    pairs = _vertex_pairs(lip_pairs, _num_vertices(frames))
+    return _mouth_opening(frames, 0, len(frames), pairs)
+
+
 def mouth_open_difference(pred: Sequences, gt: Sequences, lip_pairs: object) -> float:
     """Mouth opening difference (MOD): mouth opening per frame is the mean over the
     pairs of the L2 distance between the upper and the lower inner-lip vertex; MOD is
@@ -497,6 +506,7 @@ __all__ = [
     "emotional_vertex_error",
     "evaluate_sequences",
     "lip_closure_accuracy",
+    "mouth_opening",
     "lip_vertex_error",
     "mean_vertex_error",
     "mouth_open_difference",
