@@ -140,7 +140,63 @@ def test_predictor_learns_while_the_vqvae_stays_frozen():
     assert all(p.grad is None for p in model.vqvae.parameters())  # no gradient even reaches them
     assert not model.vqvae.training  # kept in eval mode (no dropout, no codebook updates)
     out = model(batch, "predictor")
-    assert set(out) == {"loss", "feature_loss", "motion_loss", "vertex_loss"}
+    assert set(out) == {"loss", "feature_loss", "motion_loss", "vertex_loss", "ground_truth_share"}
+
+
+def test_vqvae_warm_up_trains_without_codes_then_starts_the_codebook_from_latents():
+    model = make_model(vq_warmup_steps=5, codebook_init="data", normalize_latents=True)
+    batch = smooth_batch([16, 12])
+    codebook = model.vqvae.quantizer.codebook.detach().clone()
+    for _ in range(5):
+        model(batch, "vqvae")
+    assert int(model.vqvae.training_steps) == 5 and not model.vqvae.warming_up
+    assert torch.equal(model.vqvae.quantizer.codebook, codebook)  # untouched while warming up
+    assert not bool(model.vqvae.codebook_initialised)
+    model(batch, "vqvae")  # the first quantised step starts the codebook from these latents
+    assert bool(model.vqvae.codebook_initialised)
+    assert not torch.equal(model.vqvae.quantizer.codebook, codebook)
+    z = model.vqvae.encode((batch.vertices - batch.template[:, None]).reshape(2, 16, -1), batch.frame_mask)
+    nearest = torch.cdist(z.detach().reshape(-1, z.shape[-1]), model.vqvae.quantizer.codebook).min(dim=1).values
+    assert nearest.mean() < 0.5 * z.detach().reshape(-1, z.shape[-1]).norm(dim=1).mean()
+    # eval mode neither counts nor warms up; the paper's default has no warm-up buffer at all
+    model.eval()
+    model(batch, "vqvae")
+    assert int(model.vqvae.training_steps) == 6
+    assert "vqvae.training_steps" not in make_model().state_dict()
+
+
+def test_self_feeding_second_pass_follows_the_schedule():
+    model = make_model(self_feeding=True, self_feeding_warmup=0.1, self_feeding_end=0.5)
+    batch = make_batch([12, 16])
+    calls = {"n": 0}
+    real = model.predict_features
+
+    def counted(features, motion, style, frame_mask=None):
+        calls["n"] += 1
+        calls["motion"] = motion
+        return real(features, motion, style, frame_mask)
+
+    model.predict_features = counted
+    model.train()
+    ground_truth = (batch.vertices - batch.template[:, None]).reshape(2, 16, -1)
+    for progress, share, passes in [(0.05, 1.0, 1), (0.3, 0.5, 2), (0.9, 0.0, 2)]:
+        calls["n"] = 0
+        model.set_progress(progress)
+        out = model(batch, "predictor")
+        assert calls["n"] == passes and float(out["ground_truth_share"]) == pytest.approx(share)
+    # fully self-fed: no real frame of the second pass's input is the ground truth
+    fed = calls["motion"]
+    assert not torch.isclose(fed[0, :12], ground_truth[0, :12]).all(dim=-1).any()
+    out["loss"].backward()  # gradients flow through both passes to the predictor only
+    assert all(p.grad is None for p in model.vqvae.parameters())
+    model.eval()
+    calls["n"] = 0
+    model(batch, "predictor")
+    assert calls["n"] == 1  # validation: teacher forcing only
+    plain = make_model()
+    plain.train()
+    plain.set_progress(0.9)
+    assert float(plain(batch, "predictor")["ground_truth_share"]) == 1.0
 
 
 def test_vqvae_stage_leaves_the_predictor_alone():

@@ -4,6 +4,7 @@ files or parses arguments; everything it needs arrives in its constructor."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -11,6 +12,18 @@ import torch
 from torch import nn
 
 from voxmesh.data.batching import Batch
+
+
+def ground_truth_share(progress: float, warmup: float = 0.1, end: float = 0.5) -> float:
+    """The share of ground-truth frames in a second, self-fed pass's decoder inputs at
+    ``progress`` (fraction of training done): 1 up to ``warmup``, a half cosine down to 0
+    at ``end``, 0 after. EmoFace's self-growing schedule; CodeTalker's self-feeding uses it too."""
+    progress = float(progress)
+    if progress <= warmup:
+        return 1.0
+    if progress >= end:
+        return 0.0
+    return 0.5 * (1.0 + math.cos(math.pi * (progress - warmup) / (end - warmup)))
 
 
 class TalkingFaceModel(nn.Module):
@@ -40,6 +53,13 @@ class TalkingFaceModel(nn.Module):
         self.fps = float(fps)
         self.emotions = list(emotions) if emotions else []
         self.audio_encoder = build_encoder(encoder)
+        self.progress = 0.0  # fraction of training done, set by set_progress()
+
+    def set_progress(self, fraction: float) -> None:
+        """Tell the model how far training is (``step / total_steps`` of the stage, in
+        [0, 1]); schedules inside a model (EmoFace's self-growing, CodeTalker's
+        self-feeding) read it. The trainer calls it before each training step."""
+        self.progress = min(1.0, max(0.0, float(fraction)))
 
     # ---- audio -----------------------------------------------------------------------
     def audio_features(self, batch: Batch) -> torch.Tensor:

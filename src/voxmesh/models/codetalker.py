@@ -24,7 +24,8 @@ Choices the paper leaves open, or that differ from its code:
   time, which would make a frame's code depend on the window length and on padding.
 * The transformers in the VQ-VAE use the periodic positional encoding with the same
   ``period`` as the predictor.
-* The predictor trains with teacher forcing on ground-truth previous frames; ``generate``
+* The predictor trains with teacher forcing on ground-truth previous frames (and, with
+  ``self_feeding``, a second pass on its own decoded frames); ``generate``
   feeds back its own frames: at each step the codes so far are decoded by the frozen
   decoder and the last decoded frame is the next input (the decoder is not causal, so a
   frame decoded later, with more context, can differ slightly; the returned motion is the
@@ -45,7 +46,7 @@ from torch.func import functional_call
 
 from voxmesh.data.batching import Batch
 from voxmesh.errors import VoxmeshError
-from voxmesh.models.base import TalkingFaceModel
+from voxmesh.models.base import TalkingFaceModel, ground_truth_share
 from voxmesh.models.faceformer import (
     check_features,
     masked_mean,
@@ -75,6 +76,7 @@ CODETALKER_DEFAULTS: dict[str, Any] = {
     "motion_scale": 1.0,  # motion multiplied by this inside the VQ-VAE and its L1 loss (100: metres -> cm)
     "codebook_init": "random",  # "data": codes start at the first training batch's latents
     "normalize_latents": False,  # layer-normalise each latent vector before quantising
+    "vq_warmup_steps": 0,  # first stage-1 steps trained as a plain autoencoder (codes then start from its latents)
     "negative_slope": 0.2,  # LeakyReLU
     # stage 2: the speech-to-code predictor
     "d_model": 1024,
@@ -87,6 +89,13 @@ CODETALKER_DEFAULTS: dict[str, Any] = {
     "reg_weight": 1.0,  # feature regression to the ground-truth codes
     "motion_weight": 1.0,  # motion through the frozen decoder
     "decode_context": None,  # frames decoded a generation step; None: all so far
+    # Not in the paper (which trains teacher-forced only): a second, self-fed predictor pass
+    # whose inputs are, per frame, the ground truth or the decoded motion of the first pass's
+    # own codes; the ground-truth share follows the self-growing schedule (1 until
+    # self_feeding_warmup, a half cosine to 0 at self_feeding_end, 0 after).
+    "self_feeding": False,
+    "self_feeding_warmup": 0.1,
+    "self_feeding_end": 0.5,
 }
 
 
@@ -189,6 +198,16 @@ class MotionVQVAE(nn.Module):
         self.data_init = cfg["codebook_init"] == "data"
         if self.data_init:  # only then: checkpoints of random-init configs keep their tensors
             self.register_buffer("codebook_initialised", torch.zeros((), dtype=torch.bool))
+        self.warmup_steps = int(cfg["vq_warmup_steps"])
+        if self.warmup_steps > 0:  # likewise: stage-1 steps taken, for the warm-up
+            self.register_buffer("training_steps", torch.zeros((), dtype=torch.long))
+
+    @property
+    def warming_up(self) -> bool:
+        """True during the first ``vq_warmup_steps`` training steps of stage 1: the
+        autoencoder trains without its quantiser, so the codebook (``codebook_init:
+        data``) starts from latents that already tell frames apart."""
+        return self.warmup_steps > 0 and int(self.training_steps) < self.warmup_steps
 
     def encode(self, motion: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Continuous latents ``[B, T, num_parts, code_dim]`` for ``motion [B, T, V*3]`` (metres)."""
@@ -282,13 +301,18 @@ class CodeTalker(TalkingFaceModel):
 
     def _vqvae_losses(self, motion: torch.Tensor, frame_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         z = self.vqvae.encode(motion, frame_mask)
-        quantized = self.vqvae.quantize(z, frame_mask)
-        reconstruction = self.vqvae.decode(quantized.quantized, frame_mask)
+        warming_up = self.vqvae.warming_up
+        # While warming up the quantiser only reports (no losses, no codebook updates) and
+        # the decoder reads the continuous latents.
+        quantized = self.vqvae.quantize(z, frame_mask, update=not warming_up)
+        if self.training and self.vqvae.warmup_steps > 0:
+            self.vqvae.training_steps += 1
+        reconstruction = self.vqvae.decode(z if warming_up else quantized.quantized, frame_mask)
         # In the VQ-VAE's own units (motion_scale): with metres and millimetre motion the
         # L1 term would be too small beside the quantisation losses and the codebook collapses.
         reconstruction_loss = masked_mean((reconstruction - motion).abs(), frame_mask) * self.vqvae.motion_scale
         return {
-            "loss": reconstruction_loss + quantized.losses["total"],
+            "loss": reconstruction_loss + (0.0 if warming_up else 1.0) * quantized.losses["total"],
             "reconstruction_loss": reconstruction_loss,
             "codebook_loss": quantized.losses["codebook"],
             "commitment_loss": quantized.losses["commitment"],
@@ -315,16 +339,38 @@ class CodeTalker(TalkingFaceModel):
             target = self.vqvae.encode(motion, frame_mask)
             target_codes = self.vqvae.quantize(target, frame_mask, update=False).quantized
         predicted = self.predict_features(features, motion, style, frame_mask)
-        feature_loss = masked_mean((predicted - target_codes) ** 2, frame_mask)
-        quantized = self.vqvae.quantize(predicted, frame_mask, update=False).quantized
-        decoded = self._frozen_decode(quantized, frame_mask)
-        motion_loss = masked_mean((decoded - motion) ** 2, frame_mask)
+        feature_loss, motion_loss, decoded = self._pass_losses(predicted, target_codes, motion, frame_mask)
+        share = self.ground_truth_share() if self.settings["self_feeding"] and self.training else 1.0
+        if share < 1.0:
+            # Per frame: the ground truth with probability `share`, else the motion the frozen
+            # decoder makes of the first pass's own codes, so that the predictor learns to
+            # continue from what it generates (teacher forcing alone drifts in generation).
+            keep = torch.rand(motion.shape[:2], device=motion.device) < share
+            mixed = torch.where(keep[..., None], motion, decoded.detach() * frame_mask[..., None].to(motion.dtype))
+            second = self.predict_features(features, mixed, style, frame_mask)
+            second_feature, second_motion, _ = self._pass_losses(second, target_codes, motion, frame_mask)
+            feature_loss = 0.5 * (feature_loss + second_feature)
+            motion_loss = 0.5 * (motion_loss + second_motion)
         return {
             "loss": self.reg_weight * feature_loss + self.motion_weight * motion_loss,
             "feature_loss": feature_loss,
             "motion_loss": motion_loss,
             "vertex_loss": motion_loss.detach(),
+            "ground_truth_share": motion.new_tensor(share),
         }
+
+    def _pass_losses(self, predicted: torch.Tensor, target_codes: torch.Tensor, motion: torch.Tensor,
+                     frame_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Feature MSE, motion MSE and the decoded motion of one predictor pass."""
+        feature_loss = masked_mean((predicted - target_codes) ** 2, frame_mask)
+        quantized = self.vqvae.quantize(predicted, frame_mask, update=False).quantized
+        decoded = self._frozen_decode(quantized, frame_mask)
+        return feature_loss, masked_mean((decoded - motion) ** 2, frame_mask), decoded
+
+    def ground_truth_share(self, progress: float | None = None) -> float:
+        """The self-feeding schedule at ``progress`` (default: the last set)."""
+        return ground_truth_share(self.progress if progress is None else progress,
+                                  float(self.settings["self_feeding_warmup"]), float(self.settings["self_feeding_end"]))
 
     # ---- inference ---------------------------------------------------------------------
     @torch.no_grad()

@@ -65,7 +65,6 @@ item's frames) or ``pair_audio [B, S]``, ``pair_audio_mask [B, S]``, ``pair_num_
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,7 +75,7 @@ from torch import nn
 
 from voxmesh.data.batching import Batch
 from voxmesh.errors import VoxmeshError
-from voxmesh.models.base import TalkingFaceModel
+from voxmesh.models.base import TalkingFaceModel, ground_truth_share
 from voxmesh.models.faceformer import (
     check_features,
     resolve_config,
@@ -121,18 +120,6 @@ EMOFACE_DEFAULTS: dict[str, Any] = {
 }
 
 INTENSITY_LEVELS = 2
-
-
-def ground_truth_share(progress: float, warmup: float = 0.1, end: float = 0.5) -> float:
-    """Self-growing schedule: the share of ground-truth frames in the second pass's
-    decoder inputs at ``progress`` (fraction of training done): 1 up to ``warmup``, a
-    half cosine down to 0 at ``end``, 0 after."""
-    progress = float(progress)
-    if progress <= warmup:
-        return 1.0
-    if progress >= end:
-        return 0.0
-    return 0.5 * (1.0 + math.cos(math.pi * (progress - warmup) / (end - warmup)))
 
 
 def intensity_vectors(intensity_ids: torch.Tensor | None, batch: int, device: torch.device | str) -> torch.Tensor:
@@ -295,7 +282,6 @@ class EmoFace(TalkingFaceModel):
         self.vertex_dim = self.num_vertices * 3
         self.num_styles = max(1, len(self.speakers))
         self.num_emotions = len(self.emotions)
-        self.progress = 0.0  # fraction of training done, set by set_progress()
 
         def decoder() -> BiasedCausalDecoder:
             return BiasedCausalDecoder(d_model, int(cfg["num_heads"]), int(cfg["num_layers"]), ff_dim,
@@ -362,11 +348,6 @@ class EmoFace(TalkingFaceModel):
             raise VoxmeshError(f"EmoFace label_conditioning {cfg['label_conditioning']} must be between 0 and 1.")
 
     # ---- training progress ---------------------------------------------------------------
-    def set_progress(self, fraction: float) -> None:
-        """Tell the model how far training is (``step / total_steps``, in [0, 1]); the
-        self-growing schedule reads it. Call it before each training step."""
-        self.progress = min(1.0, max(0.0, float(fraction)))
-
     def ground_truth_share(self, progress: float | None = None) -> float:
         """The self-growing schedule at ``progress`` (default: the last set)."""
         return ground_truth_share(self.progress if progress is None else progress,

@@ -590,7 +590,7 @@ def _train_stage(config: TrainConfig, data: RunData, out: Path, stage: str, *, r
         sampler.start_epoch(epoch, skip=batch_in_epoch * accelerator.num_processes)
         model.train()
         for batch in loader:
-            if hasattr(unwrapped, "set_progress"):  # schedules inside the model (EmoFace's self-growing share)
+            if hasattr(unwrapped, "set_progress"):  # schedules inside the model (self-growing, self-feeding)
                 unwrapped.set_progress(step / total_steps)
             losses = model(batch, stage=stage)
             loss = losses["loss"]
