@@ -39,11 +39,11 @@ TINY = {
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def make_model(seed: int = 0, **overrides) -> GLDiTalker:
+def make_model(seed: int = 0, regions: dict | None = None, **overrides) -> GLDiTalker:
     vertices, faces = tiny_topology()
     torch.manual_seed(seed)
     return GLDiTalker({**TINY, **overrides}, num_vertices=len(vertices), speakers=SPEAKERS, fps=30.0, encoder=ENCODER,
-                      faces=faces, neutral=vertices)
+                      faces=faces, neutral=vertices, regions=regions)
 
 
 def smooth_batch(batch: int = 2, frames: int = 12, seed: int = 0) -> Batch:
@@ -303,6 +303,28 @@ def test_long_audio_is_generated_in_cross_faded_windows_without_seams():
     assert faded < 0.2 * faded_range and faded < 0.5 * cut, (faded, faded_range, cut)
 
 
+def test_region_weights_scale_the_stage_one_loss_of_their_vertices():
+    regions = {"upper_face": np.arange(0, 10), "eyes": np.arange(5, 15)}
+    weighted = make_model(region_weights={"upper_face": 10.0, "eyes": 3.0}, vq_warmup_steps=100, regions=regions)
+    assert weighted.vertex_weights[:10].eq(10.0).all() and weighted.vertex_weights[10:15].eq(3.0).all()
+    assert weighted.vertex_weights[15:].eq(1.0).all()  # overlaps take the larger weight
+    plain = make_model(vq_warmup_steps=100)
+    plain.load_state_dict(weighted.state_dict(), strict=False)
+    assert not hasattr(plain, "vertex_weights")
+    batch = smooth_batch(2)
+    inside = batch.vertices.clone()
+    inside[:, :, 10:] = batch.template[:, None, 10:]  # motion only where the weight is 10
+    batch.vertices = inside
+    weighted.eval()
+    plain.eval()  # untrained: both reconstruct the template, so the error is the motion itself
+    ratio = weighted(batch, "vqvae")["reconstruction_loss"] / plain(batch, "vqvae")["reconstruction_loss"]
+    assert float(ratio.detach()) == pytest.approx(10.0, rel=1e-5)
+    with pytest.raises(VoxmeshError, match="region_weights names region 'brows'.*upper_face"):
+        make_model(region_weights={"brows": 2.0}, regions=regions)
+    with pytest.raises(VoxmeshError, match="positive"):
+        make_model(region_weights={"eyes": 0.0}, regions=regions)
+
+
 # ---- through the trainer ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -310,7 +332,7 @@ def trained_run(tmp_path_factory) -> Path:
     dataset = write_run_dataset(tmp_path_factory.mktemp("gldi_data"))
     run = tmp_path_factory.mktemp("gldi_run") / "run"
     config = config_from_dict({
-        "method": "gldi", "encoder": ENCODER, "model": TINY,
+        "method": "gldi", "encoder": ENCODER, "model": {**TINY, "region_weights": {"upper_face": 4.0}},
         "data": {"window_seconds": 0.4, "batch_size": 2},
         "train": {"epochs": 8, "lr": 3.0e-3, "log_every": 1, "val_every": 100, "schedule": "constant",
                   "val_max_sequences": 1},
@@ -338,6 +360,10 @@ def test_saved_model_reloads_with_identical_output(trained_run, tmp_path):
 
     model = load_checkpoint(trained_run / "model")
     stage_one = load_checkpoint(trained_run / "vqvae" / "best")
+    # the region weights came from the dataset's regions.json and travel with the weights
+    expected = torch.ones(model.num_vertices)
+    expected[6:20] = 4.0
+    assert torch.equal(model.vertex_weights, expected)
     # stage 2 started from the best stage 1 and left it (and its latent statistics) alone
     for key, value in stage_one.vqvae.state_dict().items():
         assert torch.equal(value, model.vqvae.state_dict()[key]), key

@@ -34,7 +34,8 @@ class TalkingFaceModel(nn.Module):
     training subjects, in order: speaker style index i is ``speakers[i]``), ``fps``,
     ``encoder`` (a :class:`voxmesh.audio.SpeechEncoder` spec), and optionally
     ``faces`` int64 ``[F, 3]`` and ``neutral`` float32 ``[V, 3]`` for graph models, and
-    ``emotions`` (class names) for emotion-aware ones.
+    ``emotions`` (class names) for emotion-aware ones, and ``regions`` (name -> vertex
+    indices, the dataset's regions.json) for losses that weight regions.
     """
 
     method: ClassVar[str] = ""
@@ -43,7 +44,7 @@ class TalkingFaceModel(nn.Module):
 
     def __init__(self, config: dict[str, Any], *, num_vertices: int, speakers: list[str], fps: float,
                  encoder: dict | str, faces: np.ndarray | None = None, neutral: np.ndarray | None = None,
-                 emotions: list[str] | None = None):
+                 emotions: list[str] | None = None, regions: dict[str, np.ndarray] | None = None):
         super().__init__()
         from voxmesh.audio import build_encoder
 
@@ -52,6 +53,8 @@ class TalkingFaceModel(nn.Module):
         self.speakers = list(speakers)
         self.fps = float(fps)
         self.emotions = list(emotions) if emotions else []
+        # Named vertex sets of the topology (regions.json), for losses that weight regions.
+        self.regions = {name: np.asarray(indices, dtype=np.int64) for name, indices in (regions or {}).items()}
         self.audio_encoder = build_encoder(encoder)
         self.progress = 0.0  # fraction of training done, set by set_progress()
 

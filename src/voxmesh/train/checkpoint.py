@@ -58,7 +58,7 @@ EPOCH_PREFIX = "epoch-"
 
 def build_model(method: str, config: dict[str, Any], *, num_vertices: int, speakers: list[str], fps: float,
                 encoder: dict | str, faces: np.ndarray | None = None, neutral: np.ndarray | None = None,
-                emotions: list[str] | None = None):
+                emotions: list[str] | None = None, regions: dict[str, np.ndarray] | None = None):
     """A registered method's model from its constructor context; the one place where
     the trainer and :func:`load_checkpoint` build models, so both build the same one.
 
@@ -69,7 +69,8 @@ def build_model(method: str, config: dict[str, Any], *, num_vertices: int, speak
     faces_arg = None if faces is None or np.asarray(faces).size == 0 else np.asarray(faces, dtype=np.int64)
     neutral_arg = None if neutral is None else np.asarray(neutral, dtype=np.float32)
     return cls(dict(config), num_vertices=int(num_vertices), speakers=list(speakers), fps=float(fps),
-               encoder=encoder, faces=faces_arg, neutral=neutral_arg, emotions=list(emotions or []) or None)
+               encoder=encoder, faces=faces_arg, neutral=neutral_arg, emotions=list(emotions or []) or None,
+               regions=regions)
 
 
 def encoder_spec_of(model: torch.nn.Module) -> dict | str | None:
@@ -424,7 +425,8 @@ def load_checkpoint(folder: str | Path, expected_topology_hash: str | Template |
     try:
         model = build_model(meta["method"], meta["config"], num_vertices=meta["num_vertices"],
                             speakers=meta["speakers"], fps=meta["fps"], encoder=encoder_spec,
-                            faces=template.faces, neutral=template.vertices, emotions=meta.get("emotions"))
+                            faces=template.faces, neutral=template.vertices, emotions=meta.get("emotions"),
+                            regions=template.regions)
     except Exception as exc:
         _raise_build_error(exc, folder, meta, encoder_spec, encoder_name)
     weights_saved = bool(meta.get("encoder_weights_saved", True))

@@ -488,7 +488,7 @@ def _train_stage(config: TrainConfig, data: RunData, out: Path, stage: str, *, r
     fps = data.dataset.fps
     model = build_model(config.method, config.model, num_vertices=data.template.num_vertices,
                         speakers=data.speakers, fps=fps, encoder=config.encoder, faces=data.template.faces,
-                        neutral=data.template.vertices, emotions=data.emotions)
+                        neutral=data.template.vertices, emotions=data.emotions, regions=data.template.regions)
     if state is not None:
         _load_weights(model, last_dir)
     elif stage_number > 0:

@@ -7,8 +7,8 @@ Stage ``"vqvae"`` learns the graph-enhanced quantised motion space
 by ``2^q``) -> ``parts x code_dim`` latents a latent frame -> vector quantisation ->
 the mirrored decoder (a Laplacian pyramid of per-level displacement heads, plus
 full-resolution displacement slots). Loss: L1 reconstruction + ``velocity_weight`` x L1
-of the frame-to-frame velocity (both in ``motion_scale`` units, centimetres by default)
-+ codebook and commitment terms. ``perplexity`` (codebook usage) is logged. The first
+of the frame-to-frame velocity (both in ``motion_scale`` units, centimetres by default,
+and per vertex weighted by ``region_weights``) + codebook and commitment terms. ``perplexity`` (codebook usage) is logged. The first
 ``vq_warmup_steps`` train without the quantiser, whose codebook then starts from the
 latents of a batch; ``vq_crop_seconds`` trains on random crops of the windows.
 
@@ -76,6 +76,10 @@ GLDI_DEFAULTS: dict[str, Any] = {
     "ema_decay": 0.99,  # None: codebook learned by gradient
     "dead_code_threshold": 1.0,  # restart codes winning under this many inputs a batch (moving average); 0: off
     "velocity_weight": 1.0,  # stage-1 L1 velocity loss
+    # Stage-1 L1 weight of named regions (regions.json), e.g. {upper_face: 10}: eyelid and
+    # brow motion is a tenth of a millimetre beside the lips' millimetres, and unweighted
+    # stage 1 leaves it out of the codes altogether. Empty: every vertex weighs 1.
+    "region_weights": {},
     "vq_crop_seconds": None,  # stage 1 trains on a random crop of each window this long (None: whole windows)
     "vq_warmup_steps": 100,  # first stage-1 steps trained as a plain autoencoder, then the codebook starts from its latents
     "latent_stats_momentum": 0.01,
@@ -185,6 +189,8 @@ class GLDiTalker(TalkingFaceModel):
 
         # stage 1
         self.vqvae = GraphMotionVQVAE(self.pyramid, spirals, cfg)
+        if cfg["region_weights"]:  # a buffer, so a reloaded model needs no regions to rebuild it
+            self.register_buffer("vertex_weights", self._vertex_weights(dict(cfg["region_weights"])))
         self.factor = self.vqvae.factor
         self.motion_scale = self.vqvae.motion_scale
 
@@ -201,6 +207,23 @@ class GLDiTalker(TalkingFaceModel):
                                           float(cfg["align_slope"]))
         self.diffusion = LatentDiffusion(int(cfg["num_train_timesteps"]), float(cfg["beta_start"]),
                                          float(cfg["beta_end"]), zero_terminal_snr=bool(cfg["zero_terminal_snr"]))
+
+    def _vertex_weights(self, region_weights: dict[str, float]) -> torch.Tensor:
+        """``[V]`` stage-1 loss weight a vertex: 1, or the named region's weight (the
+        largest where regions overlap)."""
+        weights = torch.ones(self.num_vertices)
+        for name, weight in region_weights.items():
+            if name not in self.regions:
+                known = ", ".join(sorted(self.regions)) or "none"
+                raise VoxmeshError(
+                    f"GLDiTalker region_weights names region '{name}', which the dataset's regions.json does not have "
+                    f"(it has: {known}); name one of those or drop the entry."
+                )
+            if not float(weight) > 0:
+                raise VoxmeshError(f"GLDiTalker region_weights['{name}'] is {weight}; use a positive weight.")
+            index = torch.as_tensor(self.regions[name], dtype=torch.long)
+            weights[index] = torch.maximum(weights[index], torch.tensor(float(weight)))
+        return weights
 
     # ---- parameters by stage -------------------------------------------------------------------
     def trainable_parameters(self, stage: str = "diffusion") -> list[nn.Parameter]:
@@ -292,10 +315,12 @@ class GLDiTalker(TalkingFaceModel):
                 self.vqvae.update_latent_stats(codes, latent_mask)
         reconstruction = self.vqvae.decode(codes, latent_mask)[:, :frames]
         error = (reconstruction - motion) * self.motion_scale
-        reconstruction_loss = masked_mean(error.abs(), frame_mask)
+        weights = getattr(self, "vertex_weights", None)
+        weight = 1.0 if weights is None else weights.to(error.dtype)[:, None]  # [V, 1] against [B, T, V, 3]
+        reconstruction_loss = masked_mean(error.abs() * weight, frame_mask)
         if frames > 1:
             pair_mask = frame_mask[:, 1:] & frame_mask[:, :-1]
-            velocity_loss = masked_mean((error[:, 1:] - error[:, :-1]).abs(), pair_mask)
+            velocity_loss = masked_mean((error[:, 1:] - error[:, :-1]).abs() * weight, pair_mask)
         else:
             velocity_loss = error.new_zeros(())
         return {
