@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 import voxmesh
 from voxmesh.animate import AnimationModel, plan_windows
+from voxmesh.audio import load_audio
 from voxmesh.cli import app
 from voxmesh.errors import VoxmeshError
 from voxmesh.mesh.template import load_mesh, save_mesh
@@ -204,6 +205,9 @@ def test_stereo_and_44k_give_the_frames_of_mono_16k(run, tmp_path, seconds):
     for rate, channels in ((44100, 1), (44100, 2), (22050, 1)):
         resampled = model.animate(speech(tmp_path / f"{rate}_{channels}.wav", seconds, rate=rate, channels=channels))
         assert resampled.shape == mono.shape and np.isfinite(resampled).all()
+        # a file streams a window at a time; the same samples as an array give the same frames
+        from_array = model.animate(load_audio(tmp_path / f"{rate}_{channels}.wav"))
+        np.testing.assert_array_equal(from_array, resampled)
     result = animate_cli(tmp_path / "44100_2.wav", "-o", tmp_path / "cli.npy", "--model", run)
     assert result.exit_code == 0, result.output
     assert np.load(tmp_path / "cli.npy").shape == mono.shape
@@ -246,6 +250,7 @@ def test_long_audio_streams_through_the_cli_in_windows(run, tmp_path, monkeypatc
 
     monkeypatch.setattr(AnimationModel, "iter_animation", spy)
     monkeypatch.setattr(AnimationModel, "animate", whole)
+    monkeypatch.setattr(voxmesh.animate, "load_audio", whole)  # nor the whole recording: a window at a time
     wav = speech(tmp_path / "long.wav", 65.0)
     result = animate_cli(wav, "-o", tmp_path / "long.npy", "--model", run)
     assert result.exit_code == 0, result.output

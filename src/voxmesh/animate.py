@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from voxmesh.audio.io import SAMPLE_RATE, load_audio, to_mono_16k
+from voxmesh.audio.io import SAMPLE_RATE, AudioStream, load_audio, to_mono_16k
 from voxmesh.errors import VoxmeshError
 from voxmesh.mesh.template import Template
 
@@ -179,13 +179,25 @@ class AnimationModel:
                        steps: int | None = None, template: np.ndarray | str | Path | None = None,
                        sample_rate: int = SAMPLE_RATE, progress: bool = False) -> Iterator[np.ndarray]:
         """Yield blocks of frames ``[n, V, 3]`` (float32) covering the audio in order."""
+        settings = (speaker, emotion, intensity, seed, steps, template, progress)
+        if isinstance(audio, (str, Path)):  # decoded a window at a time: memory flat in the file's length
+            with AudioStream(audio) as stream:
+                yield from self._windows(stream.num_samples, stream.read, *settings)
+        else:
+            samples = self._audio(audio, sample_rate)
+            yield from self._windows(len(samples), lambda first, last: samples[first:last], *settings)
+
+    @torch.no_grad()
+    def _windows(self, num_samples: int, read, speaker, emotion, intensity, seed, steps, template,
+                 progress) -> Iterator[np.ndarray]:
+        """The blocks of :meth:`iter_animation` for audio of ``num_samples`` at 16 kHz
+        whose samples ``[first, last)`` ``read(first, last)`` returns (first only grows)."""
         from tqdm import tqdm
 
         from voxmesh.audio.features import mesh_frames
         from voxmesh.eval.evaluate import sequence_features
 
-        samples = self._audio(audio, sample_rate)
-        total = mesh_frames(len(samples), self.fps)
+        total = mesh_frames(num_samples, self.fps)
         neutral = torch.from_numpy(self.neutral_face(template))[None].to(self.device)
         speaker_ids = torch.tensor([self.speaker_index(speaker)], device=self.device)
         options: dict[str, Any] = dict(self.emotion_options(emotion, intensity))
@@ -197,7 +209,7 @@ class AnimationModel:
         for index, (start, end) in enumerate(tqdm(plan.windows, desc="animate", unit="window", disable=not progress)):
             first = int(round(start / self.fps * SAMPLE_RATE))
             last = int(round(end / self.fps * SAMPLE_RATE))
-            clip = samples[first:last]
+            clip = read(first, last)
             features = sequence_features(self.model, clip, end - start, self.fps, self.device)
             vertices = self.model.generate(features[None].to(self.device), neutral, speaker_ids,
                                            seed=seed + index, **_accepted(self.model.generate, options))
@@ -274,20 +286,24 @@ def animate_to_file(animation: AnimationModel, audio_path: str | Path, out: str 
     kind = output_format(out, fmt)
     if out.exists() and not overwrite:
         raise VoxmeshError(f"Output {out} already exists; choose another name or pass --overwrite.")
-    samples = load_audio(audio_path)
-    if len(samples) == 0:
-        raise VoxmeshError(f"Audio file {audio_path} holds no samples; give a recording with speech.")
     native = animation.fps
     target_fps = float(fps) if fps else native
+    streaming = abs(target_fps - native) < 1e-9 and side_by_side is None
+    if streaming and kind in ("npy", "obj", "ply"):
+        # Nothing of these needs the whole recording at once: it is decoded a window at a time.
+        with AudioStream(audio_path) as stream:
+            num_samples, samples, source = stream.num_samples, None, audio_path
+    else:
+        samples = load_audio(audio_path)
+        num_samples, source = len(samples), samples
     num_vertices = animation.template.num_vertices
     colors = vertex_colors_for(animation.template)
-    streaming = abs(target_fps - native) < 1e-9 and side_by_side is None
     extra: dict = {}  # what a format adds to the summary
     if streaming:
-        total = mesh_frames(len(samples), native)
-        blocks = animation.iter_animation(samples, progress=progress, **options)
+        total = mesh_frames(num_samples, native)
+        blocks = animation.iter_animation(source, progress=progress, **options)
     else:
-        vertices = resample_frames(animation.animate(samples, progress=progress, **options), native, target_fps)
+        vertices = resample_frames(animation.animate(source, progress=progress, **options), native, target_fps)
         total = len(vertices)
         blocks = iter([vertices])
 
@@ -322,4 +338,4 @@ def animate_to_file(animation: AnimationModel, audio_path: str | Path, out: str 
 
             encode_video(frames(), out, target_fps, 512, 512, samples)
     return {"path": str(out), "format": kind, "frames": total, "fps": target_fps,
-            "seconds": len(samples) / SAMPLE_RATE, **extra}
+            "seconds": num_samples / SAMPLE_RATE, **extra}

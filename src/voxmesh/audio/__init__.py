@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from voxmesh.audio.io import SAMPLE_RATE, load_audio
+from voxmesh.audio.io import SAMPLE_RATE, AudioStream, load_audio
 
 # Encoders pull in torch (and transformers on use); they load on first access so that
 # `from voxmesh.audio import load_audio` stays light for data code.
@@ -24,7 +24,7 @@ _LAZY = {
     "read_ct2_model": "voxmesh.audio.whisper_ct2",
 }
 
-__all__ = ["SAMPLE_RATE", "load_audio", *_LAZY]
+__all__ = ["SAMPLE_RATE", "AudioStream", "load_audio", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -67,10 +67,8 @@ def _reason(exc: Exception) -> str:
     return text[:1].lower() + text[1:] if text else type(exc).__name__
 
 
-def read_audio_file(path: str | Path) -> tuple[np.ndarray, int]:
-    """Samples float32 ``[samples, channels]`` and their rate, as the file holds them;
-    a missing, unreadable, truncated or empty file is a :class:`VoxmeshError`."""
-    path = Path(path)
+def _check_audio_file(path: Path) -> None:
+    """A missing or truncated file is a :class:`VoxmeshError`."""
     if not path.is_file():
         raise VoxmeshError(f"Audio file {path} does not exist; check the path.")
     shortfall = wav_shortfall(path)
@@ -80,6 +78,13 @@ def read_audio_file(path: str | Path) -> tuple[np.ndarray, int]:
             f"Audio file {path} is truncated (its header announces {declared} bytes of samples but {present} are there); "
             "copy or export it again."
         )
+
+
+def read_audio_file(path: str | Path) -> tuple[np.ndarray, int]:
+    """Samples float32 ``[samples, channels]`` and their rate, as the file holds them;
+    a missing, unreadable, truncated or empty file is a :class:`VoxmeshError`."""
+    path = Path(path)
+    _check_audio_file(path)
     try:
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types for corrupt or unknown files
@@ -98,6 +103,75 @@ def load_audio(path: str | Path) -> np.ndarray:
     """
     samples, rate = read_audio_file(path)
     return to_mono_16k(samples, rate, source=f"Audio file {path}")
+
+
+class AudioStream:
+    """An audio file as mono 16 kHz float32, decoded and resampled forward in blocks, so
+    that memory stays bounded by the span asked for plus one block however long the
+    recording is (an hour at 16 kHz is 230 MB as one array). The samples equal
+    :func:`load_audio`'s exactly (the same mix-down; soxr's stream resampler gives the
+    whole-file resampler's output).
+
+    ``num_samples`` (from the header) is the length at 16 kHz; ``read(first, last)``
+    returns samples ``[first, last)``, with ``first`` never moving backwards. Use it as a
+    context manager, or call :meth:`close`."""
+
+    def __init__(self, path: str | Path, block_seconds: float = 10.0):
+        self.path = Path(path)
+        _check_audio_file(self.path)
+        try:
+            self._file = soundfile.SoundFile(str(self.path))
+        except Exception as exc:
+            raise VoxmeshError(f"Cannot read audio file {self.path} ({_reason(exc)}); convert it to wav or flac.") from None
+        self.rate = int(self._file.samplerate)
+        frames = int(self._file.frames)
+        if frames <= 0:
+            self._file.close()
+            raise VoxmeshError(f"Audio file {self.path} holds no samples; give a recording with speech.")
+        self.num_samples = frames if self.rate == SAMPLE_RATE else int(round(frames * SAMPLE_RATE / self.rate))
+        self._resampler = (None if self.rate == SAMPLE_RATE else
+                           soxr.ResampleStream(self.rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ"))
+        self._block = max(1, int(block_seconds * self.rate))
+        self._buffer = np.zeros(0, dtype=np.float32)
+        self._buffer_start = 0  # 16 kHz index of self._buffer[0]
+        self._finished = False
+
+    def _pull(self) -> None:
+        try:
+            block = self._file.read(self._block, dtype="float32", always_2d=True)
+        except Exception as exc:
+            raise VoxmeshError(f"Cannot read audio file {self.path} ({_reason(exc)}); convert it to wav or flac.") from None
+        last = len(block) < self._block or self._file.tell() >= self._file.frames
+        mono = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1)
+        if not np.all(np.isfinite(mono)):
+            raise VoxmeshError(
+                f"Audio file {self.path} contains NaN or infinite samples; re-export it from the original recording.")
+        if self._resampler is not None:
+            mono = self._resampler.resample_chunk(np.ascontiguousarray(mono), last=last)
+        self._buffer = np.concatenate([self._buffer, np.asarray(mono, dtype=np.float32)])
+        self._finished = last
+
+    def read(self, first: int, last: int) -> np.ndarray:
+        """Samples ``[first, last)`` at 16 kHz (zeros past the end of what the file holds)."""
+        if first < self._buffer_start:
+            raise ValueError(f"AudioStream reads forward only: sample {first} is before {self._buffer_start}.")
+        while self._buffer_start + len(self._buffer) < last and not self._finished:
+            self._pull()
+        self._buffer = self._buffer[first - self._buffer_start:]
+        self._buffer_start = first
+        piece = self._buffer[: max(0, last - first)].copy()
+        if len(piece) < last - first:  # a header that promised more than the decoder gave
+            piece = np.concatenate([piece, np.zeros(last - first - len(piece), dtype=np.float32)])
+        return piece
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "AudioStream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def audio_duration(path: str | Path) -> float:
