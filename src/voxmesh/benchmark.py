@@ -872,42 +872,51 @@ def protocol_section(result: dict[str, Any]) -> list[str]:
 
 # ---- published numbers -------------------------------------------------------------------------
 
-# Only figures read in the papers (or in the papers' results as indexed by Papers with Code);
-# where none could be found the row says so. Units as the papers print them.
+# Only figures read in the papers or in later papers' tables that repeat them (collected
+# 2026-11-24, sources named per row); where none could be found the row says so. Units as
+# the papers print them.
 PUBLISHED: list[dict[str, str]] = [
     {"method": "FaceFormer", "paper": "Fan et al., FaceFormer: Speech-Driven 3D Facial Animation with Transformers, "
                                       "CVPR 2022 (arXiv 2112.05329)",
      "dataset": "BIWI Test-A", "LVE": "5.3077 x10^-4 mm", "EVE": "not reported", "FDD": "4.6408 x10^-5 mm",
-     "source": "Papers with Code, results of arXiv 2112.05329 "
-               "(paperswithcode.com/paper/faceformer-speech-driven-3d-facial-animation). FDD was introduced by "
-               "CodeTalker, so that figure comes from CodeTalker's comparison table."},
+     "source": "CodeTalker's comparison table (its run of FaceFormer; FDD was introduced by CodeTalker), as indexed "
+               "by Papers with Code and repeated by StreamingTalker (arXiv 2511.14223) and KMTalk (arXiv 2409.01113). "
+               "FaceFormer's own paper is quoted elsewhere with 5.3742: check the paper."},
     {"method": "FaceFormer", "paper": "Fan et al., CVPR 2022", "dataset": "VOCASET test",
-     "LVE": "4.1090 x10^-5 mm (conflicting: 5.3742)", "EVE": "not reported", "FDD": "not found",
-     "source": "4.1090: wizwand.com's index of FaceFormer results, the figure CodeTalker's VOCASET table gives it; "
-               "Papers with Code lists 5.3742 for VOCASET. We could not read the table itself: check the paper."},
+     "LVE": "4.1090 x10^-5 mm", "EVE": "0.4858 x10^-5 mm", "FDD": "not reported",
+     "source": "LVE: CodeTalker's VOCASET table, repeated in EmoFace's Table 2 (arXiv 2408.11518v3) and "
+               "StreamingTalker's Table 1; EVE: EmoFace's Table 2 (its run). FaceFormer's own paper judged VOCASET "
+               "by a user study."},
+    {"method": "FaceFormer", "paper": "Fan et al., CVPR 2022", "dataset": "3D-RAVDESS",
+     "LVE": "5.8462 x10^-5 mm", "EVE": "1.4149 x10^-5 mm", "FDD": "not reported",
+     "source": "EmoFace's Table 2 (arXiv 2408.11518v3; EmoFace's run of FaceFormer)."},
     {"method": "CodeTalker", "paper": "Xing et al., CodeTalker: Speech-Driven 3D Facial Animation with Discrete "
                                       "Motion Prior, CVPR 2023 (arXiv 2301.02379)",
      "dataset": "BIWI Test-A", "LVE": "4.7914 x10^-4 mm", "EVE": "not reported", "FDD": "4.1170 x10^-5 mm",
-     "source": "Papers with Code, results of arXiv 2301.02379 "
-               "(paperswithcode.com/paper/codetalker-speech-driven-3d-facial-animation)."},
-    {"method": "CodeTalker", "paper": "Xing et al., CVPR 2023", "dataset": "VOCASET test", "LVE": "not found",
-     "EVE": "not reported", "FDD": "not found",
-     "source": "The paper has a VOCASET table; its figures were not in the copies we could search. (3.9445 "
-               "x10^-5 mm is listed for CodeTalker on VOCASET by wizwand.com, from a later paper's re-run, not "
-               "CodeTalker's own table.)"},
+     "source": "CodeTalker's own table, as indexed by Papers with Code "
+               "(paperswithcode.com/paper/codetalker-speech-driven-3d-facial-animation); UniTalker (arXiv "
+               "2408.00762) repeats 4.7914."},
+    {"method": "CodeTalker", "paper": "Xing et al., CVPR 2023", "dataset": "VOCASET test", "LVE": "3.9445 x10^-5 mm",
+     "EVE": "0.5074 x10^-5 mm", "FDD": "not reported",
+     "source": "LVE: CodeTalker's VOCASET figure as repeated in EmoFace's Table 2 and StreamingTalker's Table 1 "
+               "(CodeTalker's own table was not readable to us); EVE: EmoFace's Table 2 (its run). CodeTalker's "
+               "code scores FDD on BIWI only."},
+    {"method": "CodeTalker", "paper": "Xing et al., CVPR 2023", "dataset": "3D-RAVDESS",
+     "LVE": "15.6160 x10^-5 mm", "EVE": "3.4675 x10^-5 mm", "FDD": "not reported",
+     "source": "EmoFace's Table 2 (arXiv 2408.11518v3; EmoFace's run of CodeTalker)."},
     {"method": "GLDiTalker", "paper": "Lin et al., GLDiTalker: Speech-Driven 3D Facial Animation with Graph Latent "
                                       "Diffusion Transformer, arXiv 2408.01826 (2024), IJCAI 2025",
      "dataset": "BIWI Test-A, VOCASET test", "LVE": "not found", "EVE": "not reported", "FDD": "not found",
-     "source": "The quantitative table (LVE, FDD, diversity on BIWI-Test-A and VOCASET) was not in the copies "
-               "we could search; see Table 1 of arXiv 2408.01826v5."},
+     "source": "Table 1 of arXiv 2408.01826v5 (LVE, FDD and diversity on BIWI-Test-A and VOCASET-Test) was not "
+               "in any copy we could read, and no later paper we found repeats it: read it there."},
     {"method": "EmoFace", "paper": "Lin et al., EmoFace: Emotion-Content Disentangled Speech-Driven 3D Talking "
                                    "Face Animation, arXiv 2408.11518 (2024)",
      "dataset": "3D-RAVDESS", "LVE": "4.8863 x10^-5 mm", "EVE": "0.9509 x10^-5 mm", "FDD": "not reported",
-     "source": "Abstract of arXiv 2408.11518v3. An earlier version (\"... with Mesh Attention\") gave 5.0343 and "
-               "1.0196 x10^-5 mm."},
+     "source": "Abstract and Table 2 of arXiv 2408.11518v3. Version 1 (\"... with Mesh Attention\") gave 5.0343 "
+               "and 1.0196 x10^-5 mm."},
     {"method": "EmoFace", "paper": "Lin et al., arXiv 2408.11518 (2024)", "dataset": "VOCASET test",
      "LVE": "2.8669 x10^-5 mm", "EVE": "0.4664 x10^-5 mm", "FDD": "not reported",
-     "source": "Abstract of arXiv 2408.11518 (v3 and the earlier version agree)."},
+     "source": "Abstract and Table 2 of arXiv 2408.11518v3 (v1 agrees)."},
 ]
 
 # Estimates, not measurements (no GPU was measured for them): the optimiser steps of each config
