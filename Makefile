@@ -27,13 +27,14 @@ benchmark: $(VENV)/.installed
 # docs/benchmarks.md (+ .json and plots in docs/benchmarks/): every method side by side. Reuses
 # the finished runs in BENCH_RUNS and trains the missing ones (hours on a CPU); BENCH_FLAGS=--quick
 # checks the whole pipeline in about a minute on the tiny dataset (then point BENCH_DATA and
-# BENCH_RUNS at scratch folders and --out elsewhere: BENCH_OUT).
+# BENCH_RUNS at scratch folders and --out elsewhere: BENCH_OUT). The target regenerates the report,
+# so it replaces an existing one (--overwrite).
 BENCH_DATA ?= data/synth_small
 BENCH_RUNS ?= runs/small
 BENCH_OUT ?= docs/benchmarks.md
 BENCH_FLAGS ?=
 benchmark-report: $(VENV)/.installed
-	$(VENV)/bin/voxmesh benchmark --data $(BENCH_DATA) --runs $(BENCH_RUNS) --out $(BENCH_OUT) $(BENCH_FLAGS)
+	$(VENV)/bin/voxmesh benchmark --data $(BENCH_DATA) --runs $(BENCH_RUNS) --out $(BENCH_OUT) --overwrite $(BENCH_FLAGS)
 
 # `make demo`'s out/demo.glb through the Khronos glTF validator and three.js in headless
 # Chromium (npm packages installed on first use; GLB_CHECK_FLAGS=--install adds Chromium).

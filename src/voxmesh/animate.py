@@ -279,13 +279,13 @@ def animate_to_file(animation: AnimationModel, audio_path: str | Path, out: str 
     """Animate one audio file and write ``out`` in the format its extension names."""
     from voxmesh.audio.features import mesh_frames
     from voxmesh.data.synthetic.sheet import vertex_colors_for
+    from voxmesh.files import refuse_existing
     from voxmesh.render.export import write_glb, write_mesh_frames, write_npy_stream
     from voxmesh.render.video import encode_video
 
     out = Path(out)
     kind = output_format(out, fmt)
-    if out.exists() and not overwrite:
-        raise VoxmeshError(f"Output {out} already exists; choose another name or pass --overwrite.")
+    refuse_existing(out, overwrite=overwrite)
     native = animation.fps
     target_fps = float(fps) if fps else native
     streaming = abs(target_fps - native) < 1e-9 and side_by_side is None

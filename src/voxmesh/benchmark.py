@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from voxmesh.errors import VoxmeshError
-from voxmesh.files import atomic_path
+from voxmesh.files import atomic_path, refuse_existing
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -452,11 +452,19 @@ def describe_machine(device: str) -> dict[str, Any]:
 
 # ---- the benchmark -----------------------------------------------------------------------------
 
+def report_outputs(out: str | Path) -> tuple[Path, Path, Path]:
+    """What a report at ``out`` consists of: the Markdown, the JSON beside it and the
+    folder of its plots (named after it)."""
+    out = Path(out)
+    return out, out.with_suffix(".json"), out.parent / out.stem
+
+
 def run_benchmark(data: str | Path, runs: str | Path, out: str | Path = "docs/benchmarks.md", quick: bool = False,
                   device: str | None = None, progress: bool = True,
-                  methods: tuple[str, ...] = METHODS) -> dict[str, Any]:
+                  methods: tuple[str, ...] = METHODS, overwrite: bool = False) -> dict[str, Any]:
     """Train what is missing, evaluate, time, plot, and write the report; returns the
-    JSON-ready result (also written beside ``out``)."""
+    JSON-ready result (also written beside ``out``). An existing report (its .md, .json
+    or plot folder) is refused before any work unless ``overwrite``."""
     import torch
     from tqdm import tqdm
 
@@ -470,6 +478,10 @@ def run_benchmark(data: str | Path, runs: str | Path, out: str | Path = "docs/be
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise VoxmeshError(f"Unknown method {', '.join(unknown)}; benchmark some of {', '.join(METHODS)}.")
+    markdown, json_path, figures = report_outputs(out)
+    # Before hours of training, not after: a report that exists is replaced only on request.
+    refuse_existing(markdown, json_path, figures if figures.is_dir() and any(figures.iterdir()) else None,
+                    overwrite=overwrite, instead="choose another --out")
     device = str(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     synthesized = None
     if not (data / "manifest.jsonl").is_file() and not (data / "wav").is_dir():
@@ -561,7 +573,6 @@ def run_benchmark(data: str | Path, runs: str | Path, out: str | Path = "docs/be
         bar.update(1)
 
     bar.set_description("plots")
-    figures = out.parent / out.stem
     figures.mkdir(parents=True, exist_ok=True)
     result["figures"] = write_plots(result, figures)
     topology = dataset.topology()
@@ -983,7 +994,7 @@ def published_section() -> list[str]:
 def write_report(result: dict[str, Any], out: Path) -> None:
     """``out`` (Markdown) and ``out`` with ``.json``, each written atomically."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    json_path = out.with_suffix(".json")
+    _, json_path, _ = report_outputs(out)
     result["json_name"] = json_path.name
     with atomic_path(json_path) as tmp:
         tmp.write_text(json.dumps(result, indent=1, default=_json_default))

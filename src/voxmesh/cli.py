@@ -81,16 +81,18 @@ def evaluate_predictions(
     lips: Optional[Path] = typer.Option(None, help="Lip vertex indices (one a line, .json or FLAME_masks.pkl)."),
     upper_face: Optional[Path] = typer.Option(None, "--upper-face", help="Upper-face vertex indices for FDD."),
     output: Optional[Path] = typer.Option(None, "--json", help="Write the result here (default PRED_DIR/metrics.json)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing result file."),
 ) -> None:
     """Score predictions made by any project on voxmesh's metrics."""
     from voxmesh.eval.predictions import evaluate_prediction_folder, format_metrics_table
-    from voxmesh.files import atomic_path
+    from voxmesh.files import atomic_path, refuse_existing
 
+    output = output or Path(pred_dir) / "metrics.json"
+    refuse_existing(output, overwrite=overwrite, instead="choose another --json")  # before any scoring
     region_files = {k: v for k, v in {"lips": lips, "upper_face": upper_face}.items() if v is not None}
     result = evaluate_prediction_folder(pred_dir, dataset_dir, preset=preset, split=split, fps=fps,
                                         region_files=region_files, progress=sys.stderr.isatty())
     typer.echo(format_metrics_table(result))
-    output = output or Path(pred_dir) / "metrics.json"
     with atomic_path(output) as tmp:
         tmp.write_text(json.dumps(result, indent=2))
     typer.echo(f"wrote {output}")
@@ -104,18 +106,18 @@ def synth(
     seed: int = typer.Option(0, help="The same seed gives the same bytes."),
     fps: float = typer.Option(30.0, help="Frame rate of the vertex sequences."),
     workers: Optional[int] = typer.Option(None, help="Processes to use (default: the CPU count, at most 4)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder or contact sheet."),
     contact_sheet: Optional[Path] = typer.Option(
         None, "--contact-sheet", help="Render the head, its visemes, expressions and identities to this PNG."),
 ) -> None:
     """Generate the synthetic speech-to-face dataset (espeak-ng speech, procedural head)."""
+    from voxmesh.files import refuse_existing
+
     if out is None and contact_sheet is None:
         raise VoxmeshError("Give an output folder to synthesize, or --contact-sheet PNG, or both.")
-    if contact_sheet is not None:
-        from voxmesh.data.synthetic.sheet import render_contact_sheet
-
-        render_contact_sheet(contact_sheet)
-        typer.echo(f"wrote {contact_sheet}")
+    # Both outputs are checked before either is written (the dataset's own check comes
+    # first thing in synthesize_dataset, before the contact sheet is drawn).
+    refuse_existing(contact_sheet, overwrite=overwrite)
     if out is not None:
         from voxmesh.data.synthetic.dataset import synthesize_dataset
 
@@ -124,6 +126,11 @@ def synth(
         splits = ", ".join(f"{k} {v}" for k, v in sorted(summary["splits"].items()))
         typer.echo(f"wrote {summary['clips']} clips ({summary['seconds'] / 60:.1f} min) of {summary['subjects']} "
                    f"subjects to {summary['path']}; splits: {splits}")
+    if contact_sheet is not None:
+        from voxmesh.data.synthetic.sheet import render_contact_sheet
+
+        render_contact_sheet(contact_sheet)
+        typer.echo(f"wrote {contact_sheet}")
 
 
 @app.command("train")
@@ -192,12 +199,13 @@ def benchmark_command(
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
     methods: Optional[list[str]] = typer.Option(None, "--method", help="Only this method (repeatable; default: "
                                                                        "faceformer, codetalker, gldi, emoface)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report (.md, .json and plots)."),
 ) -> None:
     """Every method side by side: train what is missing, evaluate, time, plot, write the report."""
     from voxmesh.benchmark import METHODS, run_benchmark
 
     result = run_benchmark(data, runs, out=out, quick=quick, device=device, progress=sys.stderr.isatty(),
-                           methods=tuple(methods) if methods else METHODS)
+                           methods=tuple(methods) if methods else METHODS, overwrite=overwrite)
     typer.echo(f"wrote {result['written']['markdown']}, {result['written']['json']} and "
                f"{len(result['figures']) + bool((result.get('strip') or {}).get('path'))} plots in "
                f"{Path(result['figures']['quality']).parent} ({result['seconds']:.0f} s)")
@@ -224,7 +232,8 @@ def animate_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
 ) -> None:
     """Turn speech into an animated face: video with sound, arrays, mesh frames or glTF."""
-    from voxmesh.animate import OUTPUT_FORMATS, animate_to_file, load_model
+    from voxmesh.animate import OUTPUT_FORMATS, animate_to_file, load_model, output_format
+    from voxmesh.files import refuse_existing
 
     if samples < 1:
         raise VoxmeshError(f"--samples {samples} must be 1 or more.")
@@ -233,16 +242,11 @@ def animate_command(
     for path in speech:
         if not path.is_file():
             raise VoxmeshError(f"Audio file {path} does not exist; check the path.")
-    animation = load_model(model)
-    if template is not None:
-        from voxmesh.mesh.template import load_face
-
-        # Refuse an unreadable face, or one in millimetres, before anything is written.
-        load_face(template, reference=animation.template.vertices)
     batch = len(speech) > 1 or samples > 1
     if batch and output.suffix:
         raise VoxmeshError(f"With several inputs or samples, -o must be a folder, not {output}.")
     kind = fmt or ("mp4" if batch else None)
+    jobs = []  # (speech file, sample, output)
     for path in speech:
         for k in range(samples):
             if batch:
@@ -250,11 +254,22 @@ def animate_command(
                 target = output / (name if kind in ("obj", "ply") else f"{name}.{kind}")
             else:
                 target = output
-            result = animate_to_file(animation, path, target, fmt=kind, fps=fps, side_by_side=side_by_side,
-                                     overwrite=overwrite, progress=sys.stderr.isatty(), speaker=speaker,
-                                     emotion=emotion, intensity=intensity, seed=seed + k, steps=steps,
-                                     template=template)
-            typer.echo(f"wrote {result['path']}")
+            output_format(target, kind)  # an unknown extension is refused here, before any work
+            jobs.append((path, k, target))
+    # Every output is checked before the first is written: a batch is refused whole, not halfway.
+    refuse_existing(*(target for _, _, target in jobs), overwrite=overwrite)
+    animation = load_model(model)
+    if template is not None:
+        from voxmesh.mesh.template import load_face
+
+        # Refuse an unreadable face, or one in millimetres, before anything is written.
+        load_face(template, reference=animation.template.vertices)
+    for path, k, target in jobs:
+        result = animate_to_file(animation, path, target, fmt=kind, fps=fps, side_by_side=side_by_side,
+                                 overwrite=overwrite, progress=sys.stderr.isatty(), speaker=speaker,
+                                 emotion=emotion, intensity=intensity, seed=seed + k, steps=steps,
+                                 template=template)
+        typer.echo(f"wrote {result['path']}")
 
 
 if __name__ == "__main__":

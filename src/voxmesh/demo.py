@@ -26,6 +26,7 @@ def main(out: str = "out") -> int:
     from voxmesh.data.synthetic.speech import synthesize
     from voxmesh.errors import VoxmeshError
     from voxmesh.eval.metrics import mouth_opening
+    from voxmesh.files import atomic_path
     from voxmesh.render.rasterizer import Renderer
     from voxmesh.render.sheet import contact_sheet
 
@@ -34,7 +35,8 @@ def main(out: str = "out") -> int:
     print("1/3 speaking the demo sentence with espeak-ng ...", flush=True)
     clip = synthesize(SENTENCE)
     speech = out_dir / "demo_speech.wav"
-    soundfile.write(speech, clip.audio, clip.sample_rate)
+    with atomic_path(speech) as tmp:  # tmp ends in .wav too: soundfile picks the format from it
+        soundfile.write(tmp, clip.audio, clip.sample_rate)
 
     print("2/3 animating it with the default model ...", flush=True)
     try:

@@ -1,5 +1,5 @@
 """Where voxmesh caches derived data, and how it writes files so that a crash never
-leaves a file that looks whole."""
+leaves a file that looks whole (and never replaces one without ``--overwrite``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,20 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+from voxmesh.errors import VoxmeshError
+
+
+def refuse_existing(*paths: str | os.PathLike | None, overwrite: bool, instead: str = "choose another name") -> None:
+    """Refuse to replace an output that exists unless ``overwrite``: raise a
+    :class:`~voxmesh.errors.VoxmeshError` naming the first such path, in the one sentence
+    every command uses (``instead``: what else the user can do). Commands call it
+    before any work, so that a refused command writes nothing. None entries are skipped."""
+    if overwrite:
+        return
+    for path in paths:
+        if path is not None and (Path(path).exists() or Path(path).is_symlink()):
+            raise VoxmeshError(f"Output {path} already exists; {instead} or pass --overwrite.")
 
 
 def cache_dir(*parts: str) -> Path:

@@ -5,8 +5,6 @@ only a complete file (or folder) appears under the final name."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Iterable
 
@@ -44,22 +42,15 @@ def write_mesh_frames(blocks: Iterable[np.ndarray], folder: str | Path, faces: n
 
     if fmt not in ("obj", "ply"):
         raise VoxmeshError(f"Mesh frame format '{fmt}' is not obj or ply.")
+    from voxmesh.train.checkpoint import atomic_folder
+
     folder = Path(folder)
-    staging = folder.parent / f".{folder.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with atomic_folder(folder) as staging:  # replaces ``folder`` only when every frame is written
         index = 0
         for block in blocks:
             for frame in block:
                 save_mesh(staging / f"frame_{index:05d}.{fmt}", frame, faces)
                 index += 1
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return folder
 
 

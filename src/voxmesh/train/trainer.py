@@ -434,8 +434,8 @@ def train(config: TrainConfig | str | Path, data_dir: str | Path, out_dir: str |
     for name in stages:
         if not resume and not overwrite and (out / name / "last").exists():
             raise VoxmeshError(
-                f"Run folder {out} already holds a trained '{name}' stage; pass --resume to continue it, "
-                "--overwrite to start again, or choose another --out."
+                f"Run folder {out} already holds a trained '{name}' stage; pass --overwrite to start again, "
+                "--resume to continue it, or choose another --out."
             )
     data = _open_run_data(config, data_dir)
     summary: dict[str, Any] = {"run": str(out), "model": None, "stages": {}, "main_process": True}

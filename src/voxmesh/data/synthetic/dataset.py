@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -204,23 +203,25 @@ def synthesize_dataset(out: str | Path, preset: str = "tiny", seed: int = 0, fps
         raise VoxmeshError(f"Unknown synth preset '{preset}'; use one of {', '.join(SIZES)}.")
     if fps <= 0:
         raise VoxmeshError(f"--fps {fps} must be positive.")
+    from voxmesh.files import refuse_existing
+    from voxmesh.train.checkpoint import atomic_folder
+
     out = Path(out)
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise VoxmeshError(f"Output {out} already exists; choose a new folder or pass --overwrite.")
+    if not (out.is_dir() and not any(out.iterdir())):  # an empty folder is taken without asking
+        refuse_existing(out, overwrite=overwrite, instead="choose a new folder")
     size = SIZES[preset]
     rig = _rig()
     subjects = make_subjects(size, len(rig.identity_names), seed)
     clips = plan_clips(size, subjects, seed)
-    staging = out.parent / f".{out.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "wav").mkdir(parents=True)
-    (staging / "vertices_npy").mkdir()
 
     workers = workers if workers is not None else min(len(clips), os.cpu_count() or 1, 4)
     jobs = [(clip, float(fps)) for clip in clips]
     rows = []
     total_seconds = 0.0
-    try:
+    # Built in a temporary folder beside ``out`` that replaces it only when complete.
+    with atomic_folder(out) as staging:
+        (staging / "wav").mkdir()
+        (staging / "vertices_npy").mkdir()
         if workers > 1:
             pool = ProcessPoolExecutor(max_workers=workers)
             results = pool.map(_render_job, jobs, chunksize=2)
@@ -249,12 +250,6 @@ def synthesize_dataset(out: str | Path, preset: str = "tiny", seed: int = 0, fps
             "expression_names": list(rig.expression_names),
         }
         (staging / "subjects.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     splits: dict[str, int] = {}
     for r in rows:
         splits[r["split"]] = splits.get(r["split"], 0) + 1
