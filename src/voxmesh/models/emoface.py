@@ -84,6 +84,7 @@ from voxmesh.models.faceformer import (
 )
 from voxmesh.models.layers.attention import BiasedCausalDecoder
 from voxmesh.models.layers.spiral_conv3d import SpiralConv3D
+from voxmesh.models.layers.stats import RunningStats
 from voxmesh.models.registry import register
 
 EMOFACE_DEFAULTS: dict[str, Any] = {
@@ -98,6 +99,10 @@ EMOFACE_DEFAULTS: dict[str, Any] = {
     # the emotion classifier and the emotion condition
     "classifier_hidden": None,  # None: d_model
     "classifier_kernel": 5,  # frames of the temporal convolution before pooling
+    # Not in the paper: standardise the classifier's input per channel (running statistics
+    # of the training frames) and layer-normalise its pooled statistics. Without them the
+    # synthetic run's classifier stayed at the majority class (see docs/methods/emoface.md).
+    "classifier_norm": False,
     "label_conditioning": 0.5,  # training: chance an item with a label is conditioned on it, else on what is heard
     "heard_emotion": "soft",  # soft: the classifier's probabilities; hard: a one-hot of its best class
     # fusion
@@ -308,6 +313,9 @@ class EmoFace(TalkingFaceModel):
                 nn.Linear(2 * d_model, hidden), nn.GELU(), nn.Dropout(float(cfg["dropout"])),
                 nn.Linear(hidden, self.num_emotions),
             )
+            if cfg["classifier_norm"]:
+                self.classifier_input_stats = RunningStats(d_model)
+                self.classifier_pooled_norm = nn.LayerNorm(2 * d_model)
         # One motion encoder for both decoders: they both read the same fused previous frame.
         self.motion_encoder = nn.Linear(self.vertex_dim, d_model)
         for layer in (self.content_motion_decoder, self.emotion_motion_decoder):
@@ -360,11 +368,19 @@ class EmoFace(TalkingFaceModel):
         if frame_mask is None:
             frame_mask = torch.ones(emotion_memory.shape[:2], dtype=torch.bool, device=emotion_memory.device)
         keep = frame_mask[..., None].to(emotion_memory.dtype)
+        stats = getattr(self, "classifier_input_stats", None)
+        if stats is not None:
+            if self.training:
+                stats.update(emotion_memory.detach()[frame_mask.bool()])
+            emotion_memory = stats.normalize(emotion_memory)
         context = F.gelu(self.classifier_context((emotion_memory * keep).transpose(1, 2))).transpose(1, 2) * keep
         count = keep.sum(dim=1).clamp(min=1.0)
         mean = context.sum(dim=1) / count
         std = (((context - mean[:, None]) ** 2 * keep).sum(dim=1) / count).clamp(min=1e-8).sqrt()
-        return self.emotion_classifier(torch.cat([mean, std], dim=-1))
+        pooled = torch.cat([mean, std], dim=-1)
+        if stats is not None:
+            pooled = self.classifier_pooled_norm(pooled)
+        return self.emotion_classifier(pooled)
 
     @torch.no_grad()
     def classify_emotion(self, audio_features: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:

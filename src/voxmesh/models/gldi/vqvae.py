@@ -42,7 +42,7 @@ from voxmesh.mesh.pyramid import MeshPyramid
 from voxmesh.models.gldi.blocks import TemporalTransformer
 from voxmesh.models.layers.quantizer import Quantized, VectorQuantizer
 from voxmesh.models.layers.spiral_conv import SpiralConv, sparse_vertex_matmul
-
+from voxmesh.models.layers.stats import fold_running_stats
 
 # ---- the channels-first layout -------------------------------------------------------------
 #
@@ -441,12 +441,7 @@ class GraphMotionVQVAE(nn.Module):
         running per-channel mean and std (a plain average over the first batches, then
         an exponential average with ``latent_stats_momentum``)."""
         flat = codes.detach().float()[latent_mask.bool()].reshape(-1, self.code_dim)
-        if flat.shape[0] < 2:
-            return
-        self.latent_count += 1
-        rate = max(self.stats_momentum, 1.0 / float(self.latent_count))
-        self.latent_mean.lerp_(flat.mean(0), rate)
-        self.latent_std.lerp_(flat.std(0).clamp(min=1e-6), rate)
+        fold_running_stats(self.latent_mean, self.latent_std, self.latent_count, flat, self.stats_momentum)
 
     def normalize(self, codes: torch.Tensor) -> torch.Tensor:
         """Latents ``[..., D]`` -> zero mean, unit variance per channel."""
