@@ -22,7 +22,13 @@ from typing import Any
 
 # The runs (config, overrides, stage) and their budgets are `voxmesh benchmark`'s table, shared
 # so that this script and `voxmesh benchmark --runs runs/small` score the same runs.
-from voxmesh.benchmark import DDIM_STEPS, DIVERSITY_SAMPLES, METHODS, RUNS, train_seconds
+from voxmesh.benchmark import (
+    DDIM_STEPS,
+    DIVERSITY_SAMPLES,
+    METHODS,
+    RUNS,
+    train_seconds,
+)
 from voxmesh.benchmark import ensure_trained as _ensure_trained
 
 HERE = Path(__file__).resolve().parent
@@ -72,7 +78,7 @@ def evaluate(run: Path, data: Path, split: str, **options: Any) -> dict[str, Any
     from voxmesh.eval.evaluate import evaluate_run
 
     tag = "_".join(f"{k}{v}" for k, v in sorted(options.items()))
-    return evaluate_run(run, data, split=split, out=run / f"bench_{split}{'_' + tag if tag else ''}", **options)
+    return evaluate_run(run, data, split=split, out=run / f"bench_{split}{'_' + tag if tag else ''}", overwrite=True, **options)
 
 
 def row_text(name: str, row: dict[str, float], static: dict[str, float], extra: list[str]) -> str:

@@ -14,11 +14,15 @@ from typer.testing import CliRunner
 from voxmesh.cli import app
 from voxmesh.data.layout import FaceDataset
 from voxmesh.errors import VoxmeshError
-from voxmesh.eval.evaluate import evaluate_run, generate_sequence, mean_training_offset, metric_regions
+from voxmesh.eval.evaluate import (
+    evaluate_run,
+    generate_sequence,
+    mean_training_offset,
+    metric_regions,
+)
 from voxmesh.eval.metrics import evaluate_sequences
 from voxmesh.train.checkpoint import load_checkpoint
 from voxmesh.train.trainer import train
-
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -116,3 +120,52 @@ def test_evaluate_command_line(trained, tmp_path):
     assert json.loads(Path(f"{out}.json").read_text())["rows"]["model"]["LVE"] > 0
     result = runner.invoke(app, ["evaluate", str(tmp_path), "--data", str(data)])
     assert result.exit_code == 2 and result.output.count("\n") == 1 and result.output.startswith("error: Run folder")
+
+
+def test_evaluation_streams_one_sequence_at_a_time(trained, tmp_path, monkeypatch):
+    """Sequences are loaded, scored and dropped one by one (the split is never held), and the
+    streamed numbers are those of the metrics over the whole lists, lip closures included."""
+    import shutil
+    import weakref
+
+    data, run = trained
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    rows = [json.loads(line) for line in (copy / "manifest.jsonl").read_text().splitlines()]
+    for row in rows:
+        if row["split"] == "test" and row["name"] != "s1_a3":  # one test sequence without closures
+            row["phonemes"] = [["m", 0.05, 0.1], ["a", 0.1, 0.2], ["b", 0.25, 0.3], ["p", 0.4, 0.5]]
+    (copy / "manifest.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    live, most = [], [0]  # weak references to every sequence read; the most alive at a read
+    load = FaceDataset.load
+
+    def counting_load(self, record):
+        most[0] = max(most[0], sum(ref() is not None for ref in live))
+        sequence = load(self, record)
+        live.append(weakref.ref(sequence))
+        return sequence
+
+    monkeypatch.setattr(FaceDataset, "load", counting_load)
+    result = evaluate_run(run, copy, split="test", out=tmp_path / "stream")
+    monkeypatch.undo()
+    assert most[0] <= 1  # at most the previous one, never the split
+
+    dataset = FaceDataset(copy)
+    sequences = [dataset.load(r) for r in dataset.all_records if r.split == "test"]
+    gts, templates = [s.vertices for s in sequences], [s.template for s in sequences]
+    closures = [np.array([2, 8, 14]) if s.name != "s1_a3" else np.array([], dtype=int) for s in sequences]
+    regions = metric_regions(dataset)
+    model = load_checkpoint(run / "model")
+    speakers = model.speakers
+    for condition in ("s0", "s2"):
+        preds = [generate_sequence(model, s, speakers.index(s.subject if s.subject in speakers else condition))
+                 for s in sequences]
+        expected = evaluate_sequences(preds, gts, templates, regions, closures)
+        assert list(result["per_condition"][condition]) == list(expected)
+        assert result["per_condition"][condition] == pytest.approx(expected, rel=1e-6)
+    static = evaluate_sequences([np.repeat(t[None], len(g), 0) for t, g in zip(templates, gts)], gts, templates,
+                                regions, closures)
+    assert result["rows"]["static"] == pytest.approx(static, rel=1e-12)
+    assert result["masks"]["lip_closure"]["closures"] == 9 and result["frames"] == sum(len(g) for g in gts)
+    assert "9 midpoints of /p/, /b/, /m/" in (tmp_path / "stream.md").read_text()

@@ -15,6 +15,7 @@ from voxmesh.errors import VoxmeshError
 from voxmesh.eval import metrics
 from voxmesh.eval.metrics import (
     METRIC_UNITS,
+    MetricAccumulator,
     diversity,
     emotional_vertex_error,
     evaluate_sequences,
@@ -24,7 +25,6 @@ from voxmesh.eval.metrics import (
     mouth_opening,
     upper_face_dynamics_deviation,
 )
-
 
 # 2 frames, 3 vertices; the ground truth is all zeros, so the errors are the offsets below.
 # frame 0: squared distances 1, 4, 9 (distances 1, 2, 3)
@@ -312,6 +312,68 @@ def test_evaluate_sequences_computes_what_its_regions_allow():
     assert set(METRIC_UNITS) >= set(result) | {"diversity"}
     assert METRIC_UNITS["LVE"] == METRIC_UNITS["FDD"] == "m^2" and METRIC_UNITS["MVE"] == "m"
 
+
+
+def accumulated(preds, gts, templates, regions, closures=None):
+    """MetricAccumulator fed the sequences one at a time."""
+    accumulator = MetricAccumulator(regions)
+    for i, (p, g) in enumerate(zip(preds, gts)):
+        accumulator.add(p, g, None if templates is None else templates[i], None if closures is None else closures[i])
+    return accumulator
+
+
+ACCUMULATOR_REGIONS = {"lips": np.array([0, 1, 2]), "eyes": np.array([10, 11, 12]), "forehead": np.array([12, 13]),
+                       "upper_face": np.arange(10, 20), "inner_lip_pairs": np.array([[0, 3], [1, 4]])}
+
+
+def test_metric_accumulator_gives_evaluate_sequences_numbers():
+    # Different lengths (one frame, long ones), longer predictions, a flattened and a torch
+    # sequence, sequences with and without closures: the frame-pooled metrics must weigh
+    # sequences by frames, FDD by sequences, lip closure by closures.
+    preds, gts, templates = random_set(seed=11, lengths=(7, 40, 1, 12, 25), extra=(0, 2, 1, 0, 3))
+    preds[3] = preds[3].reshape(len(preds[3]), -1)
+    gts[4] = torch.from_numpy(gts[4])
+    closures = [np.array([0, 3, 6]), np.array([], dtype=int), np.array([0]), np.array([2, 5, 9, 11]),
+                np.array([], dtype=int)]
+    expected = evaluate_sequences(preds, gts, templates, ACCUMULATOR_REGIONS, closures)
+    accumulator = accumulated(preds, gts, templates, ACCUMULATOR_REGIONS, closures)
+    result = accumulator.result()
+    assert list(result) == list(expected) == ["LVE", "EVE", "FDD", "FDD_abs", "MVE", "MOD", "lip_closure"]
+    assert result == pytest.approx(expected, rel=1e-12, abs=0)
+    assert 0 < result["lip_closure"] < 1 and all(type(v) is float for v in result.values())
+    assert accumulator.sequences == 5 and accumulator.frames == 85 and accumulator.closures == 8
+    # add() returns the sequence's own metrics.
+    own = MetricAccumulator(ACCUMULATOR_REGIONS).add(preds[0], gts[0], templates[0], closures[0])
+    assert own == evaluate_sequences([preds[0]], [gts[0]], [templates[0]], ACCUMULATOR_REGIONS, [closures[0]])
+
+
+def test_metric_accumulator_without_closures_or_templates():
+    preds, gts, templates = random_set(seed=12, lengths=(9, 4, 17))
+    empty = [np.array([], dtype=int)] * 3
+    for closures in (None, empty):
+        result = accumulated(preds, gts, templates, ACCUMULATOR_REGIONS, closures).result()
+        assert "lip_closure" not in result
+        assert result == pytest.approx(evaluate_sequences(preds, gts, templates, ACCUMULATOR_REGIONS, closures),
+                                       rel=1e-12, abs=0)
+    without = accumulated(preds, gts, None, ACCUMULATOR_REGIONS).result()
+    assert list(without) == ["LVE", "EVE", "MVE", "MOD"]
+    assert without == pytest.approx(evaluate_sequences(preds, gts, None, ACCUMULATOR_REGIONS), rel=1e-12, abs=0)
+    assert list(accumulated(preds, gts, templates, {}).result()) == ["MVE"]
+
+
+def test_metric_accumulator_errors_are_one_sentence():
+    preds, gts, templates = random_set(seed=13)
+    accumulator = MetricAccumulator(ACCUMULATOR_REGIONS)
+    with pytest.raises(VoxmeshError, match="No sequence was added"):
+        accumulator.result()
+    accumulator.add(preds[0], gts[0], templates[0])
+    with pytest.raises(VoxmeshError, match="with a template and some without"):
+        accumulator.add(preds[1], gts[1], None)
+    with pytest.raises(VoxmeshError, match="takes one sequence"):
+        accumulator.add(preds, gts, templates[0])
+    with pytest.raises(VoxmeshError, match="frames"):
+        accumulator.add(preds[1][:2], gts[1], templates[1])
+    assert accumulator.sequences == 1  # a refused sequence adds nothing
 
 # ---- input errors ------------------------------------------------------------------------
 

@@ -179,7 +179,7 @@ def evaluate_method(name: str, run: Path, data: Path, split: str, device: str | 
     seeds = SEEDS if stochastic else (0,)
     out_dir = Path(out_dir) if out_dir is not None else Path(run) / "benchmark"
     evaluations = [evaluate_run(run, data, split=split, out=out_dir / f"{split}_seed{seed}", seed=seed,
-                                device=device, samples=DIVERSITY_SAMPLES if stochastic else 1)
+                                device=device, samples=DIVERSITY_SAMPLES if stochastic else 1, overwrite=True)
                    for seed in seeds]
     keys = [k for k in QUALITY_KEYS if k in evaluations[0]["rows"]["model"]]
     if stochastic:
@@ -199,7 +199,7 @@ def ddim_curve(run: Path, data: Path, steps: tuple[int, ...] = DDIM_STEPS, devic
     rows = []
     for count in steps:
         result = evaluate_run(run, data, split="test", out=run / "benchmark" / f"test_steps{count}", steps=count,
-                              device=device)
+                              device=device, overwrite=True)
         model = result["rows"]["model"]
         rows.append({"steps": int(count), "LVE": model["LVE"], "MVE": model["MVE"],
                      "lip_closure": model.get("lip_closure"),

@@ -84,7 +84,10 @@ def evaluate_predictions(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing result file."),
 ) -> None:
     """Score predictions made by any project on voxmesh's metrics."""
-    from voxmesh.eval.predictions import evaluate_prediction_folder, format_metrics_table
+    from voxmesh.eval.predictions import (
+        evaluate_prediction_folder,
+        format_metrics_table,
+    )
     from voxmesh.files import atomic_path, refuse_existing
 
     output = output or Path(pred_dir) / "metrics.json"
@@ -176,13 +179,14 @@ def evaluate_command(
                                        help="Emotion-aware models: 'heard' (from the voice) or 'label' (the dataset's)."),
     samples: int = typer.Option(1, help="Motions drawn a sequence with seeds seed, seed+1, ...; 2 or more adds diversity."),
     steps: Optional[int] = typer.Option(None, help="Sampling steps of diffusion models (default: the checkpoint's)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report (.md and .json)."),
 ) -> None:
     """Score a trained model on a split beside the static and mean baselines."""
     from voxmesh.eval.evaluate import evaluate_run, format_evaluation
 
     result = evaluate_run(run, data, split=split, out=out, preset=preset, fps=fps, seed=seed, device=device,
                           progress=sys.stderr.isatty(), emotion_source=emotion_source,
-                          samples=samples, steps=steps)
+                          samples=samples, steps=steps, overwrite=overwrite)
     typer.echo(format_evaluation(result).rstrip())
     typer.echo(f"wrote {result['written']['markdown']} and {result['written']['json']}")
 
@@ -232,7 +236,12 @@ def animate_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
 ) -> None:
     """Turn speech into an animated face: video with sound, arrays, mesh frames or glTF."""
-    from voxmesh.animate import OUTPUT_FORMATS, animate_to_file, load_model, output_format
+    from voxmesh.animate import (
+        OUTPUT_FORMATS,
+        animate_to_file,
+        load_model,
+        output_format,
+    )
     from voxmesh.files import refuse_existing
 
     if samples < 1:

@@ -11,6 +11,10 @@ Rows of the table:
   conditioned on its own style; an unseen one is generated once for each training
   speaker's style and the metric values are averaged over those conditions, as
   FaceFormer / CodeTalker report BIWI Test-B and VOCASET.
+
+Every row is accumulated a sequence at a time (:class:`~voxmesh.eval.metrics.MetricAccumulator`),
+so the numbers are those of the metrics over the whole split while memory stays that of
+one sequence.
 """
 
 from __future__ import annotations
@@ -30,12 +34,13 @@ from voxmesh.eval.metrics import (
     BILABIAL_PHONEMES,
     LIP_CLOSURE_TOLERANCE,
     METRIC_UNITS,
+    MetricAccumulator,
     _emotion_region,
+    _Sum,
     bilabial_closure_frames,
     diversity,
-    evaluate_sequences,
 )
-from voxmesh.files import atomic_path
+from voxmesh.files import atomic_path, refuse_existing
 
 METRIC_ORDER = ("LVE", "EVE", "FDD", "FDD_abs", "MVE", "MOD", "lip_closure", "diversity")
 
@@ -119,9 +124,10 @@ def metric_regions(dataset: FaceDataset) -> dict[str, np.ndarray]:
 
 
 def describe_masks(regions: dict[str, np.ndarray], num_vertices: int,
-                   closures: list[np.ndarray] | None = None) -> dict[str, dict[str, Any]]:
+                   closures: list[np.ndarray] | int | None = None) -> dict[str, dict[str, Any]]:
     """Which vertices each metric used: ``{metric: {"region": name, "vertices"/"pairs": n}}``;
-    lip-closure accuracy also names its closures, phonemes and tolerance."""
+    lip-closure accuracy also names its closures (the closure frames of each sequence, or
+    their count when the sequences were streamed), phonemes and tolerance."""
     masks: dict[str, dict[str, Any]] = {}
     if "lips" in regions:
         masks["LVE"] = {"region": "lips", "vertices": int(np.asarray(regions["lips"]).size)}
@@ -135,7 +141,7 @@ def describe_masks(regions: dict[str, np.ndarray], num_vertices: int,
     masks["MVE"] = {"region": "all", "vertices": int(num_vertices)}
     if "inner_lip_pairs" in regions:
         masks["MOD"] = {"region": "inner_lip_pairs", "pairs": int(np.asarray(regions["inner_lip_pairs"]).reshape(-1, 2).shape[0])}
-        count = int(sum(np.asarray(c).size for c in closures or []))
+        count = closures if isinstance(closures, int) else int(sum(np.asarray(c).size for c in closures or []))
         if count:
             masks["lip_closure"] = {**masks["MOD"], "closures": count, "phonemes": list(BILABIAL_PHONEMES),
                                     "tolerance_m": LIP_CLOSURE_TOLERANCE}
@@ -184,7 +190,8 @@ def _checkpoint_folder(run: Path) -> Path:
 def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out: str | Path | None = None,
                  preset: str | None = None, fps: float | None = None, seed: int = 0,
                  device: str | torch.device | None = None, progress: bool = False,
-                 emotion_source: str = "heard", samples: int = 1, steps: int | None = None) -> dict[str, Any]:
+                 emotion_source: str = "heard", samples: int = 1, steps: int | None = None,
+                 overwrite: bool = False) -> dict[str, Any]:
     """Score RUN/model (or a checkpoint folder) on a split of a dataset and write
     ``RUN/eval_<split>.md`` and ``.json`` (or ``out`` with those suffixes).
 
@@ -198,6 +205,9 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
     sampling steps of diffusion models (None: the checkpoint's setting). The result also
     holds ``generation_seconds`` and ``audio_seconds`` (the compute of every generate call
     and the audio it animated: their ratio is the real-time factor, features excluded).
+    The split is read in one pass with one sequence (its audio, features, predictions and
+    baselines) in memory at a time, so a split of thousands of sequences needs no more
+    memory than one of ten.
 
     preset / fps default to those the model was trained with. Returns the JSON-ready
     result: ``rows`` (``static``, ``mean``, ``model``: metric -> value), ``per_condition``
@@ -223,6 +233,9 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
             f"{dataset.fps:g} fps; pass --fps {info['fps']:g} or a dataset at that rate."
         )
     split = canonical_split(split)
+    md_path, json_path = _output_paths(run, split, out)
+    # Before the model is loaded and anything generated: an existing report is replaced only on request.
+    refuse_existing(md_path, json_path, overwrite=overwrite, instead="choose another --out")
     topology = dataset.topology()
     model = load_checkpoint(folder, expected_topology_hash=topology, device=device)
     records = [r for r in dataset.all_records if r.split == split]
@@ -231,73 +244,68 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
     speakers = list(model.speakers)
     regions = metric_regions(dataset)
     cache = None if model.audio_encoder.trainable else FeatureCache(model.audio_encoder)
-
-    sequences: list[Sequence] = []
-    features: list[torch.Tensor] = []
-    for record in tqdm(records, desc="loading", unit="seq", disable=not progress, leave=False):
-        sequence = dataset.load(record)
-        sequences.append(sequence)
-        features.append(sequence_features(model, sequence.audio, sequence.num_frames, dataset.fps, device, cache))
-    gts = [s.vertices for s in sequences]
-    templates = [s.template for s in sequences]
-    closures = sequence_closures(sequences)
-    seen = [s.subject in speakers for s in sequences]
-    unseen_subjects = sorted({s.subject for s, known in zip(sequences, seen) if not known})
+    # Who is seen and which conditions exist follow from the records, so the split is read
+    # in one pass holding one sequence at a time: memory does not grow with its size.
+    unseen_subjects = sorted({r.subject for r in records if r.subject not in speakers})
     conditions: list[str | None] = list(speakers) if unseen_subjects else [None]
+    offset = mean_training_offset(dataset, progress=progress)
+    per_condition_metrics = {condition: MetricAccumulator(regions) for condition in conditions}
+    baselines = {"static": MetricAccumulator(regions)}
+    if offset is not None:
+        baselines["mean"] = MetricAccumulator(regions)
+    emotions = EmotionConfusion(model, device)
+    draws = _Sum()  # diversity of each sequence, averaged at the end
+    seen_sequences, closure_count = 0, 0
 
     clock = {"generation_seconds": 0.0, "audio_seconds": 0.0}
 
-    def timed_generate(*args: Any, **options: Any) -> np.ndarray:
+    def timed_generate(sequence: Sequence, speaker: str, features: torch.Tensor, sample_seed: int) -> np.ndarray:
         started = time.perf_counter()
-        vertices = generate_sequence(*args, **options)
+        vertices = generate_sequence(model, sequence, speakers.index(speaker), features=features, seed=sample_seed,
+                                     device=device, emotion_source=emotion_source, steps=steps)
         clock["generation_seconds"] += time.perf_counter() - started
         clock["audio_seconds"] += len(vertices) / dataset.fps
         return vertices
 
-    total = sum(seen) + (len(sequences) - sum(seen)) * len(conditions)
-    bar = tqdm(total=total, desc="generating", unit="seq", disable=not progress)
-    seen_preds: dict[int, np.ndarray] = {}
-    for i, sequence in enumerate(sequences):
-        if seen[i]:
-            seen_preds[i] = timed_generate(model, sequence, speakers.index(sequence.subject), features=features[i],
-                                              seed=seed, device=device, emotion_source=emotion_source, steps=steps)
-            bar.update(1)
-    per_condition: dict[str, dict[str, float]] = {}
-    for condition in conditions:
-        preds = []
-        for i, sequence in enumerate(sequences):
-            if seen[i]:
-                preds.append(seen_preds[i])
-            else:
-                preds.append(timed_generate(model, sequence, speakers.index(condition), features=features[i],
-                                               seed=seed, device=device, emotion_source=emotion_source, steps=steps))
-                bar.update(1)
-        per_condition[condition or "own style"] = evaluate_sequences(preds, gts, templates, regions, closures)
-        del preds  # one condition's unseen predictions in memory at a time
-    bar.close()
+    for record in tqdm(records, desc="evaluating", unit="seq", disable=not progress):
+        sequence = dataset.load(record)
+        features = sequence_features(model, sequence.audio, sequence.num_frames, dataset.fps, device, cache)
+        gt, template = sequence.vertices, sequence.template
+        closures = bilabial_closure_frames(sequence.phonemes, sequence.fps, sequence.num_frames)
+        closure_count += int(closures.size)
+        seen = sequence.subject in speakers
+        first = None  # the seed-`seed` motion in the subject's own style, the first diversity sample
+        if seen:
+            seen_sequences += 1
+            first = timed_generate(sequence, sequence.subject, features, seed)
+            for accumulator in per_condition_metrics.values():
+                accumulator.add(first, gt, template, closures)
+        else:
+            for condition, accumulator in per_condition_metrics.items():
+                accumulator.add(timed_generate(sequence, condition, features, seed), gt, template, closures)
+        if samples > 1:
+            # Unseen subjects are drawn in the first training speaker's style, every seed generated anew.
+            speaker = sequence.subject if seen else conditions[0]
+            stack = [first] if first is not None else []
+            stack += [timed_generate(sequence, speaker, features, seed + k) for k in range(len(stack), samples)]
+            draws.add(diversity(np.stack(stack)))
+            del stack
+        baselines["static"].add(_constant(template, len(gt)), gt, template, closures)
+        if offset is not None:
+            baselines["mean"].add(_constant(template + offset, len(gt)), gt, template, closures)
+        emotions.add(sequence, features)
+        del sequence, features, gt, first  # nothing of this sequence outlives its turn
+
+    per_condition = {condition or "own style": accumulator.result()
+                     for condition, accumulator in per_condition_metrics.items()}
     keys = list(next(iter(per_condition.values())))
     model_row = {k: float(np.mean([m[k] for m in per_condition.values()])) for k in keys}
     if samples > 1:
-        draws = []
-        for i, sequence in enumerate(tqdm(sequences, desc="diversity", unit="seq", disable=not progress, leave=False)):
-            speaker = speakers.index(sequence.subject if seen[i] else conditions[0])
-            first = seen_preds[i] if seen[i] else None
-            stack = [first] if first is not None else []
-            stack += [timed_generate(model, sequence, speaker, features=features[i], seed=seed + k, device=device,
-                                        emotion_source=emotion_source, steps=steps) for k in range(len(stack), samples)]
-            draws.append(diversity(np.stack(stack)))
-        model_row["diversity"] = float(np.mean(draws))
+        model_row["diversity"] = draws.value / len(records)
         keys.append("diversity")
-
-    rows: dict[str, dict[str, float]] = {
-        "static": evaluate_sequences([_constant(t, len(g)) for t, g in zip(templates, gts)], gts, templates, regions,
-                                     closures),
-    }
-    offset = mean_training_offset(dataset, progress=progress)
-    if offset is not None:
-        rows["mean"] = evaluate_sequences([_constant(t + offset, len(g)) for t, g in zip(templates, gts)], gts,
-                                          templates, regions, closures)
+    rows: dict[str, dict[str, float]] = {name: accumulator.result() for name, accumulator in baselines.items()}
     rows["model"] = model_row
+    frames = baselines["static"].frames
 
     result: dict[str, Any] = {
         "run": str(run),
@@ -310,10 +318,10 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
         "split": split,
         "fps": dataset.fps,
         "seed": seed,
-        "sequences": len(sequences),
-        "frames": int(sum(len(g) for g in gts)),
-        "seen_sequences": int(sum(seen)),
-        "unseen_sequences": int(len(seen) - sum(seen)),
+        "sequences": len(records),
+        "frames": int(frames),
+        "seen_sequences": seen_sequences,
+        "unseen_sequences": len(records) - seen_sequences,
         "unseen_subjects": unseen_subjects,
         "conditions": [c for c in conditions if c is not None],
         "rows": rows,
@@ -322,15 +330,14 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
         **{k: round(v, 3) for k, v in clock.items()},
         "per_condition": per_condition,
         "emotion_source": emotion_source if getattr(model, "emotions", None) else None,
-        "emotion_classification": emotion_classification(model, sequences, features, device),
+        "emotion_classification": emotions.result(),
         "units": {k: METRIC_UNITS[k] for k in keys},
-        "masks": describe_masks(regions, topology.num_vertices, closures),
+        "masks": describe_masks(regions, topology.num_vertices, closure_count),
         "baselines": {
             "static": "the subject's template, unmoving",
             "mean": "the template plus the mean training offset from the template per vertex, constant over time",
         },
     }
-    md_path, json_path = _output_paths(run, split, out)
     with atomic_path(json_path) as tmp:
         import json
 
@@ -341,25 +348,47 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
     return result
 
 
-@torch.no_grad()
+class EmotionConfusion:
+    """How often a model's emotion classifier names a sequence's labelled emotion (the
+    argmax over the whole sequence), tallied a sequence at a time into a confusion matrix
+    (rows: label, columns: heard), so that a split of any size is classified while only
+    one sequence's features are in memory."""
+
+    def __init__(self, model, device: torch.device | str):
+        self.model = model
+        self.device = device
+        emotions = list(getattr(model, "emotions", []) or [])
+        self.emotions = emotions if emotions and hasattr(model, "classify_emotion") else []
+        self.confusion = np.zeros((len(self.emotions), len(self.emotions)), dtype=int)
+
+    @torch.no_grad()
+    def add(self, sequence: Sequence, features: torch.Tensor) -> None:
+        """Classify one sequence from its features ``[T, C]`` (unlabelled ones and models
+        without a classifier are skipped)."""
+        if sequence.emotion not in self.emotions:
+            return
+        probabilities = self.model.classify_emotion(features[None].to(self.device))[0]
+        self.confusion[self.emotions.index(sequence.emotion), int(probabilities.argmax())] += 1
+
+    def result(self) -> dict[str, Any] | None:
+        """Accuracy, chance level, the count and the confusion matrix; None for models
+        without a classifier or without labelled sequences."""
+        if not self.confusion.sum():
+            return None
+        return {"accuracy": float(np.trace(self.confusion) / self.confusion.sum()), "chance": 1.0 / len(self.emotions),
+                "sequences": int(self.confusion.sum()), "emotions": list(self.emotions),
+                "confusion": self.confusion.tolist()}
+
+
 def emotion_classification(model, sequences: list[Sequence], features: list[torch.Tensor],
                            device: torch.device | str) -> dict[str, Any] | None:
-    """How often a model's emotion classifier names a sequence's labelled emotion (the
-    argmax over the whole sequence), with the chance level and a confusion matrix
-    (rows: label, columns: heard); None for models without a classifier or without
-    labelled sequences."""
-    emotions = list(getattr(model, "emotions", []) or [])
-    if not emotions or not hasattr(model, "classify_emotion"):
-        return None
-    labelled = [(s, f) for s, f in zip(sequences, features) if s.emotion in emotions]
-    if not labelled:
-        return None
-    confusion = np.zeros((len(emotions), len(emotions)), dtype=int)
-    for sequence, sequence_features in labelled:
-        probabilities = model.classify_emotion(sequence_features[None].to(device))[0]
-        confusion[emotions.index(sequence.emotion), int(probabilities.argmax())] += 1
-    return {"accuracy": float(np.trace(confusion) / confusion.sum()), "chance": 1.0 / len(emotions),
-            "sequences": int(confusion.sum()), "emotions": emotions, "confusion": confusion.tolist()}
+    """:class:`EmotionConfusion`'s result over lists of sequences and their features ``[T, C]``:
+    accuracy, chance, count and confusion matrix (rows: label, columns: heard); None for
+    models without a classifier or without labelled sequences."""
+    tally = EmotionConfusion(model, device)
+    for sequence, sequence_features in zip(sequences, features):
+        tally.add(sequence, sequence_features)
+    return tally.result()
 
 
 def _output_paths(run: Path, split: str, out: str | Path | None) -> tuple[Path, Path]:
@@ -443,5 +472,5 @@ def format_evaluation(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["cached_sequence_features", "describe_masks", "sequence_closures", "emotion_classification", "evaluate_run", "format_evaluation", "generate_sequence",
+__all__ = ["EmotionConfusion", "cached_sequence_features", "describe_masks", "sequence_closures", "emotion_classification", "evaluate_run", "format_evaluation", "generate_sequence",
            "mean_training_offset", "metric_regions", "sequence_features"]

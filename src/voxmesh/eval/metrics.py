@@ -12,6 +12,8 @@ extra); a shorter one is an error.
 
 Arithmetic is float64, done a chunk of frames at a time so that scoring a whole test
 set never holds a float64 copy of it (the inputs themselves stay in their own dtype).
+:class:`MetricAccumulator` gives the same numbers a sequence at a time, for test sets
+that do not fit in memory at all.
 
 Units: vertex positions are in metres on VOCASET/BIWI/FLAME data, so LVE, EVE and FDD
 are squared metres (the papers' "x1e-5 mm" / "x1e-7 mm" columns are these numbers
@@ -497,10 +499,102 @@ def evaluate_sequences(preds: Sequences, gts: Sequences, templates: ArrayLike | 
     return results
 
 
+class _Sum:
+    """A running sum with Neumaier's compensation: adding thousands of per-sequence
+    values one at a time stays as accurate as summing them at once, so a streamed
+    mean agrees with the one over the whole list."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.compensation = 0.0
+
+    def add(self, value: float) -> None:
+        total = self.total + value
+        if abs(self.total) >= abs(value):
+            self.compensation += (self.total - total) + value
+        else:
+            self.compensation += (value - total) + self.total
+        self.total = total
+
+    @property
+    def value(self) -> float:
+        return self.total + self.compensation
+
+
+# Keys in the order evaluate_sequences returns them, with the weight of one sequence's
+# value in the pooled result: frames, vertex positions (frames x vertices) or sequences.
+_POOLING = (("LVE", "frames"), ("EVE", "frames"), ("FDD", "sequences"), ("FDD_abs", "sequences"),
+            ("MVE", "positions"), ("MOD", "frames"))
+
+
+class MetricAccumulator:
+    """:func:`evaluate_sequences` one sequence at a time: ``add`` each prediction with
+    its ground truth, ``result()`` gives the numbers evaluate_sequences gives on the
+    whole lists (same keys, same order), so a test set of any size is scored while only
+    one sequence is in memory.
+
+    Each sequence is scored by evaluate_sequences itself; what is kept is its weight in
+    the pooled value: frames for LVE, EVE and MOD, frames x vertices for MVE (frame-pooled
+    means), one a sequence for FDD and FDD_abs (averaged over sequences), closures for
+    lip-closure accuracy (pooled over closures, present once a closure was seen).
+    regions: as evaluate_sequences takes them."""
+
+    def __init__(self, regions: Mapping[str, object]):
+        self.regions = regions
+        self.sequences = 0
+        self.frames = 0
+        self.closures = 0
+        self._weights = {"frames": 0, "positions": 0, "sequences": 0}
+        self._sums: dict[str, _Sum] = {}
+        self._closed = 0
+        self._with_template: bool | None = None
+
+    def add(self, pred: ArrayLike, gt: ArrayLike, template: ArrayLike | None,
+            closure_frames: object | None = None) -> dict[str, float]:
+        """Score one sequence (pred, gt: ``[T, V, 3]`` / ``[T, V*3]``, pred may be longer;
+        template ``[V, 3]`` or None for no FDD; closure_frames: int ``[K]`` bilabial
+        closure frames or None) and return its own metrics."""
+        if not (_is_array(pred) and _is_array(gt)):
+            raise VoxmeshError("MetricAccumulator.add takes one sequence; pass a [T, V, 3] prediction and ground truth.")
+        with_template = template is not None
+        if self._with_template is not None and with_template != self._with_template:
+            raise VoxmeshError(
+                "Some sequences were added with a template and some without; pass a template with every sequence or none."
+            )
+        closures = None if closure_frames is None else [closure_frames]
+        metrics = evaluate_sequences([pred], [gt], [template] if with_template else None, self.regions, closures)
+        self._with_template = with_template
+        (_, g), = _paired([pred], [gt])  # the [T, V, 3] view, for the frame and vertex counts
+        frames, vertices = int(g.shape[0]), int(g.shape[1])
+        weights = {"frames": frames, "positions": frames * vertices, "sequences": 1}
+        for key, pooling in _POOLING:
+            if key in metrics:
+                self._sums.setdefault(key, _Sum()).add(metrics[key] * weights[pooling])
+        for pooling, weight in weights.items():
+            self._weights[pooling] += weight
+        if "lip_closure" in metrics:
+            count = int(np.asarray(closure_frames).size)
+            self._closed += round(metrics["lip_closure"] * count)  # closed/count back to the whole count
+            self.closures += count
+        self.sequences += 1
+        self.frames += frames
+        return metrics
+
+    def result(self) -> dict[str, float]:
+        """The metrics over every sequence added, as :func:`evaluate_sequences` gives them."""
+        if self.sequences == 0:
+            raise VoxmeshError("No sequence was added to the metric accumulator; add at least one before its result.")
+        results = {key: self._sums[key].value / self._weights[pooling] for key, pooling in _POOLING if key in self._sums}
+        if self.closures:
+            results["lip_closure"] = self._closed / self.closures
+        return results
+
+
 __all__ = [
     "BILABIAL_PHONEMES",
     "LIP_CLOSURE_TOLERANCE",
     "METRIC_UNITS",
+    "MetricAccumulator",
     "bilabial_closure_frames",
     "diversity",
     "emotional_vertex_error",

@@ -10,7 +10,11 @@ from tqdm import tqdm
 
 from voxmesh.data.layout import FaceDataset, load_vertices
 from voxmesh.errors import VoxmeshError
-from voxmesh.eval.metrics import METRIC_UNITS, bilabial_closure_frames, evaluate_sequences
+from voxmesh.eval.metrics import (
+    METRIC_UNITS,
+    MetricAccumulator,
+    bilabial_closure_frames,
+)
 from voxmesh.mesh.template import load_regions, split_regions
 
 METRIC_REGION_NAMES = ("lips", "eyes", "forehead", "eye_forehead", "emotion", "upper_face", "inner_lip_pairs")
@@ -50,29 +54,30 @@ def evaluate_prediction_folder(pred_dir: str | Path, dataset_dir: str | Path, pr
             f"Prediction {pred_dir / (unknown[0] + '.npy')} matches no sequence in {where}{dataset.root} "
             f"({len(unknown)} such files); name predictions like the dataset's sequences."
         )
-    preds, gts, templates, names, closures = [], [], [], [], []
-    for path in tqdm(pred_files, desc="loading", unit="seq", disable=not progress):
-        sequence = dataset.load(by_name[path.stem])
-        preds.append(load_vertices(path, sequence.vertices.shape[1]))
-        gts.append(sequence.vertices)
-        templates.append(sequence.template)
-        names.append(path.stem)
-        closures.append(bilabial_closure_frames(sequence.phonemes, sequence.fps, sequence.num_frames))
     # Only the masks the metrics read are passed on and named in the report.
     metric_regions = {k: v for k, v in {**regions, **pairs}.items() if k in METRIC_REGION_NAMES}
-    metrics = evaluate_sequences(preds, gts, templates, metric_regions, closures)
-    per_sequence = {
-        name: evaluate_sequences([p], [g], [t], metric_regions, [c])
-        for name, p, g, t, c in zip(names, preds, gts, templates, closures)
-    }
+    # One sequence in memory at a time, so a folder of any size can be scored.
+    accumulator = MetricAccumulator(metric_regions)
+    per_sequence = {}
+    for path in tqdm(pred_files, desc="scoring", unit="seq", disable=not progress):
+        sequence = dataset.load(by_name[path.stem])
+        pred = load_vertices(path, sequence.vertices.shape[1])
+        if len(pred) < sequence.num_frames:
+            raise VoxmeshError(
+                f"Prediction {path} has {len(pred)} frames but sequence '{sequence.name}' has {sequence.num_frames}; "
+                "predict at least as many frames as the ground truth at the dataset's frame rate."
+            )
+        closures = bilabial_closure_frames(sequence.phonemes, sequence.fps, sequence.num_frames)
+        per_sequence[path.stem] = accumulator.add(pred, sequence.vertices, sequence.template, closures)
+    metrics = accumulator.result()
     return {
         "dataset": str(dataset.root),
         "preset": dataset.preset.name,
         "fps": dataset.preset.fps,
         "split": split,
         "predictions": str(pred_dir),
-        "sequences": len(names),
-        "frames": int(sum(min(len(p), len(g)) for p, g in zip(preds, gts))),
+        "sequences": accumulator.sequences,
+        "frames": accumulator.frames,
         "metrics": metrics,
         "units": {k: METRIC_UNITS[k] for k in metrics},
         "regions": {
