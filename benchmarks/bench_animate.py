@@ -10,9 +10,12 @@ the file). Per case:
   animate, write) per second of audio: what a user waits for;
 * peak RSS: the child's resident set size peak (``ru_maxrss``), the part of it the
   animation added over the loaded model, the peak of its anonymous memory alone
-  (``RssAnon``, sampled: the .npy is written through a memory map, whose file pages count
-  in RSS and grow with the length though the kernel can write them out), and ffmpeg's
-  own peak for .mp4 (a process of its own, so not in the child's).
+  (``RssAnon``, sampled: heap without file pages, such as the page cache of the .npy being
+  written), and ffmpeg's own peak for .mp4 (a process of its own, so not in the child's).
+
+``--steps N`` samples diffusion models with N DDIM steps instead of the checkpoint's: memory
+does not depend on it (one window's tensors at a time), so the memory-against-length runs
+(``--seconds 60 600 3600 --formats npy --steps 5``) use few steps to finish in minutes.
 
 Threads: ``--threads`` (default 2) torch, OpenMP and numba (renderer) threads,
 ``OMP_WAIT_POLICY=PASSIVE``; the load average is recorded, as other jobs on a shared
@@ -105,7 +108,7 @@ class AnonymousPeak:
         self._thread.join()
 
 
-def child(model: str, wav: str, out: str, threads: int) -> dict:
+def child(model: str, wav: str, out: str, threads: int, steps: int | None = None) -> dict:
     import torch
 
     torch.set_num_threads(threads)
@@ -118,7 +121,8 @@ def child(model: str, wav: str, out: str, threads: int) -> dict:
     anonymous_after_load = AnonymousPeak.now_kb()
     with AnonymousPeak() as anonymous:
         start = time.perf_counter()
-        result = animate_to_file(animation, wav, out, seed=0, progress=False)
+        options = {} if steps is None else {"steps": steps}
+        result = animate_to_file(animation, wav, out, seed=0, progress=False, **options)
         animate_seconds = time.perf_counter() - start
     return {"load_seconds": load_seconds, "animate_seconds": animate_seconds, "frames": result["frames"],
             "audio_seconds": result["seconds"], "output_bytes": path_bytes(Path(out)),
@@ -136,7 +140,7 @@ def path_bytes(path: Path) -> int:
     return path.stat().st_size
 
 
-def run_case(model: str, wav: Path, fmt: str, threads: int, scratch: Path) -> dict:
+def run_case(model: str, wav: Path, fmt: str, threads: int, scratch: Path, steps: int | None = None) -> dict:
     out = scratch / f"out.{fmt}"
     # numba's render kernels (.mp4) get the same thread count: its OpenMP pool would otherwise
     # use every core and, sharing torch's libgomp, set torch's thread count to it as well.
@@ -144,7 +148,8 @@ def run_case(model: str, wav: Path, fmt: str, threads: int, scratch: Path) -> di
            "NUMBA_NUM_THREADS": str(threads),
            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, __file__, "--child", model, str(wav), str(out), str(threads)],
+    done = subprocess.run([sys.executable, __file__, "--child", model, str(wav), str(out), str(threads),
+                           "0" if steps is None else str(steps)],
                           capture_output=True, text=True, env=env, check=False)
     command_seconds = time.perf_counter() - start
     if done.returncode != 0:
@@ -167,11 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, nargs="+", default=list(LENGTHS))
     parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=["npy", "mp4", "glb"])
     parser.add_argument("--out", type=Path, default=RESULTS / "animate.json")
-    parser.add_argument("--child", nargs=4, metavar=("MODEL", "WAV", "OUT", "THREADS"), help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=None, help="DDIM steps of diffusion models (default: the model's)")
+    parser.add_argument("--child", nargs=5, metavar=("MODEL", "WAV", "OUT", "THREADS", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        model, wav, out, threads = args.child
-        print(json.dumps(child(model, wav, out, int(threads))))
+        model, wav, out, threads, steps = args.child
+        print(json.dumps(child(model, wav, out, int(threads), int(steps) or None)))
         return 0
 
     from voxmesh.animate import _resolve_checkpoint, builtin_model_path
@@ -200,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             wav = scratch / f"speech_{seconds:g}s.wav"
             soundfile.write(wav, audio[: round(seconds * SAMPLE_RATE)], SAMPLE_RATE, subtype="PCM_16")
             for fmt in args.formats:
-                runs = [run_case(args.model, wav, fmt, args.threads, scratch) for _ in range(max(1, args.repeats))]
+                runs = [run_case(args.model, wav, fmt, args.threads, scratch, args.steps)
+                        for _ in range(max(1, args.repeats))]
                 best = min(runs, key=lambda r: r["animate_seconds"])
                 rows.append(best)
                 print(".", end="", flush=True, file=sys.stderr)
@@ -231,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
         "load_average_1min": os.getloadavg()[0],
         "repeats": args.repeats,
+        "steps": args.steps,
         "audio": "voxmesh synthesized speech (espeak-ng, 4 voices), generated sentences with 0.3 s pauses, "
                  "mono 16 kHz PCM_16 wav",
         "measures": {"animate_rtf": "animate_to_file seconds / audio seconds",
