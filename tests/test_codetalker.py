@@ -165,8 +165,9 @@ def test_vqvae_warm_up_trains_without_codes_then_starts_the_codebook_from_latent
     assert "vqvae.training_steps" not in make_model().state_dict()
 
 
-def test_self_feeding_second_pass_follows_the_schedule():
-    model = make_model(self_feeding=True, self_feeding_warmup=0.1, self_feeding_end=0.5)
+@pytest.mark.parametrize("feedback", ["motion", "codes"])
+def test_self_feeding_second_pass_follows_the_schedule(feedback):
+    model = make_model(self_feeding=True, self_feeding_warmup=0.1, self_feeding_end=0.5, feedback=feedback)
     batch = make_batch([12, 16])
     calls = {"n": 0}
     real = model.predict_features
@@ -184,8 +185,14 @@ def test_self_feeding_second_pass_follows_the_schedule():
         model.set_progress(progress)
         out = model(batch, "predictor")
         assert calls["n"] == passes and float(out["ground_truth_share"]) == pytest.approx(share)
-    # fully self-fed: no real frame of the second pass's input is the ground truth
+    # fully self-fed: no real frame of the second pass's input is the ground truth's
     fed = calls["motion"]
+    if feedback == "codes":
+        motion = (batch.vertices - batch.template[:, None]).reshape(2, 16, -1)
+        with torch.no_grad():
+            ground_truth = model.vqvae.quantize(model.vqvae.encode(motion, batch.frame_mask), update=False).quantized
+        ground_truth = ground_truth.flatten(2)
+    assert fed.shape == ground_truth.shape
     assert not torch.isclose(fed[0, :12], ground_truth[0, :12]).all(dim=-1).any()
     out["loss"].backward()  # gradients flow through both passes to the predictor only
     assert all(p.grad is None for p in model.vqvae.parameters())
@@ -332,3 +339,22 @@ def test_synthetic_config_builds_and_paper_configs_parse():
         paper = yaml.safe_load((CONFIGS / f"codetalker_{name}.yaml").read_text())["model"]
         assert (paper["num_parts"], paper["code_dim"], paper["num_codes"], paper["period"]) == (parts, code_dim, 256, period)
         assert paper["beta"] == 0.25 and set(paper) <= set(model.settings)
+
+
+def test_code_feedback_generation_feeds_back_exactly_its_own_codes():
+    """With feedback: codes, teacher-forcing the predictor on the codes it generated gives
+    back the same codes: generation and training's self-fed pass see the same inputs."""
+    model = make_model(feedback="codes")
+    batch = make_batch([14])
+    train_steps(model, batch, "vqvae", 20)
+    train_steps(model, batch, "predictor", 10)
+    model.eval()
+    vertices, indices = model.generate(batch.audio_features, batch.template, torch.tensor([1]), return_indices=True)
+    codes = model.vqvae.quantizer.lookup(indices)  # [1, T, P, D]
+    style = torch.eye(2)[1:2]
+    again = model.vqvae.quantize(model.predict_features(batch.audio_features, codes.flatten(2), style),
+                                 update=False).indices
+    assert torch.equal(again, indices)
+    assert model.motion_encoder.in_features == model.vqvae.num_parts * model.vqvae.code_dim
+    with pytest.raises(VoxmeshError, match="feedback 'vertices' is unknown"):
+        make_model(feedback="vertices")

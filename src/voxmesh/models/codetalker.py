@@ -30,7 +30,9 @@ Choices the paper leaves open, or that differ from its code:
   decoder and the last decoded frame is the next input (the decoder is not causal, so a
   frame decoded later, with more context, can differ slightly; the returned motion is the
   final decode of the whole code sequence). ``decode_context`` bounds that per-step
-  decode to the last N frames for long inputs.
+  decode to the last N frames for long inputs. With ``feedback: codes`` (not the paper's)
+  the previous frame's code vectors are fed back instead: no step decodes, and generation
+  feeds exactly what training's self-fed pass does.
 * The VQ-VAE is kept in eval mode (no dropout, no codebook updates) during the
   predictor stage, whatever mode the model is in.
 """
@@ -96,6 +98,11 @@ CODETALKER_DEFAULTS: dict[str, Any] = {
     "self_feeding": False,
     "self_feeding_warmup": 0.1,
     "self_feeding_end": 0.5,
+    # What the predictor reads of the previous frame: "motion" (the paper: the frozen decoder's
+    # motion, decoded from the codes so far at every generation step) or "codes" (the code
+    # vectors themselves: what generation feeds back is then exactly what training's
+    # self-fed pass feeds, and no step decodes).
+    "feedback": "motion",
 }
 
 
@@ -243,6 +250,9 @@ class CodeTalker(TalkingFaceModel):
         self.reg_weight = float(cfg["reg_weight"])
         self.motion_weight = float(cfg["motion_weight"])
         self.decode_context = None if cfg["decode_context"] is None else int(cfg["decode_context"])
+        self.feedback = str(cfg["feedback"])
+        if self.feedback not in ("motion", "codes"):
+            raise VoxmeshError(f"CodeTalker feedback '{self.feedback}' is unknown; use motion (the paper's) or codes.")
 
         self.vqvae = MotionVQVAE(self.vertex_dim, cfg)
 
@@ -251,7 +261,8 @@ class CodeTalker(TalkingFaceModel):
         latent = self.vqvae.num_parts * self.vqvae.code_dim
         self.audio_projection = nn.Linear(self.audio_encoder.output_dim, d_model)
         self.style_embedding = nn.Linear(self.num_styles, d_model, bias=False)
-        self.motion_encoder = nn.Linear(self.vertex_dim, d_model)
+        # the previous frame's embedding: its motion [V*3] or its code vectors [P*D] (feedback)
+        self.motion_encoder = nn.Linear(self.vertex_dim if self.feedback == "motion" else latent, d_model)
         self.decoder = BiasedCausalDecoder(d_model, int(cfg["num_heads"]), int(cfg["num_layers"]), ff_dim,
                                            int(cfg["period"]), float(cfg["dropout"]), bool(cfg["norm_first"]))
         self.feature_head = nn.Linear(d_model, latent)
@@ -319,13 +330,14 @@ class CodeTalker(TalkingFaceModel):
             "perplexity": quantized.perplexity.detach(),
         }
 
-    def predict_features(self, audio_features: torch.Tensor, motion: torch.Tensor, style: torch.Tensor,
+    def predict_features(self, audio_features: torch.Tensor, previous: torch.Tensor, style: torch.Tensor,
                          frame_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher-forced code features ``[B, T, P, D]`` from ``audio_features [B, T, C]``,
-        ground-truth ``motion [B, T, V*3]`` (frame ``t`` predicted from frames ``< t``)
-        and ``style [B, n_speakers]``."""
+        the frames fed back ``previous`` (motion ``[B, T, V*3]``, or code vectors ``[B, T,
+        P*D]`` with ``feedback: codes``; frame ``t`` is predicted from frames ``< t``) and
+        ``style [B, n_speakers]``."""
         style_embedding = self.style_embedding(style)[:, None]
-        tokens = torch.cat([style_embedding, self.motion_encoder(motion[:, :-1]) + style_embedding], dim=1)
+        tokens = torch.cat([style_embedding, self.motion_encoder(previous[:, :-1]) + style_embedding], dim=1)
         hidden = self.decoder(tokens, self.audio_projection(audio_features), frame_mask)
         return self._features(hidden)
 
@@ -338,17 +350,19 @@ class CodeTalker(TalkingFaceModel):
         with torch.no_grad():  # the targets: the ground truth's codes from the frozen encoder
             target = self.vqvae.encode(motion, frame_mask)
             target_codes = self.vqvae.quantize(target, frame_mask, update=False).quantized
-        predicted = self.predict_features(features, motion, style, frame_mask)
-        feature_loss, motion_loss, decoded = self._pass_losses(predicted, target_codes, motion, frame_mask)
+        teacher = motion if self.feedback == "motion" else target_codes.flatten(2)
+        predicted = self.predict_features(features, teacher, style, frame_mask)
+        feature_loss, motion_loss, decoded, quantized = self._pass_losses(predicted, target_codes, motion, frame_mask)
         share = self.ground_truth_share() if self.settings["self_feeding"] and self.training else 1.0
         if share < 1.0:
-            # Per frame: the ground truth with probability `share`, else the motion the frozen
-            # decoder makes of the first pass's own codes, so that the predictor learns to
-            # continue from what it generates (teacher forcing alone drifts in generation).
+            # Per frame: the ground truth with probability `share`, else what generation would
+            # feed back of the first pass's own codes (their decoded motion, or the codes), so
+            # that the predictor learns to continue from its output (teacher forcing alone drifts).
+            own = decoded if self.feedback == "motion" else quantized.flatten(2)
             keep = torch.rand(motion.shape[:2], device=motion.device) < share
-            mixed = torch.where(keep[..., None], motion, decoded.detach() * frame_mask[..., None].to(motion.dtype))
+            mixed = torch.where(keep[..., None], teacher, own.detach() * frame_mask[..., None].to(own.dtype))
             second = self.predict_features(features, mixed, style, frame_mask)
-            second_feature, second_motion, _ = self._pass_losses(second, target_codes, motion, frame_mask)
+            second_feature, second_motion, _, _ = self._pass_losses(second, target_codes, motion, frame_mask)
             feature_loss = 0.5 * (feature_loss + second_feature)
             motion_loss = 0.5 * (motion_loss + second_motion)
         return {
@@ -360,12 +374,13 @@ class CodeTalker(TalkingFaceModel):
         }
 
     def _pass_losses(self, predicted: torch.Tensor, target_codes: torch.Tensor, motion: torch.Tensor,
-                     frame_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Feature MSE, motion MSE and the decoded motion of one predictor pass."""
+                     frame_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Feature MSE, motion MSE, the decoded motion and the quantised codes of one
+        predictor pass."""
         feature_loss = masked_mean((predicted - target_codes) ** 2, frame_mask)
         quantized = self.vqvae.quantize(predicted, frame_mask, update=False).quantized
         decoded = self._frozen_decode(quantized, frame_mask)
-        return feature_loss, masked_mean((decoded - motion) ** 2, frame_mask), decoded
+        return feature_loss, masked_mean((decoded - motion) ** 2, frame_mask), decoded, quantized
 
     def ground_truth_share(self, progress: float | None = None) -> float:
         """The self-feeding schedule at ``progress`` (default: the last set)."""
@@ -408,9 +423,12 @@ class CodeTalker(TalkingFaceModel):
                 indices.append(quantized.indices)
                 if t + 1 == frames:
                     break
-                start = 0 if self.decode_context is None else max(0, t + 1 - self.decode_context)
-                decoded = self.vqvae.decode(torch.cat(codes[start:], dim=1), start=start)
-                tokens = torch.cat([tokens, self.motion_encoder(decoded[:, -1:]) + style_embedding], dim=1)
+                if self.feedback == "codes":
+                    previous = quantized.quantized.flatten(2)
+                else:
+                    start = 0 if self.decode_context is None else max(0, t + 1 - self.decode_context)
+                    previous = self.vqvae.decode(torch.cat(codes[start:], dim=1), start=start)[:, -1:]
+                tokens = torch.cat([tokens, self.motion_encoder(previous) + style_embedding], dim=1)
             motion = self.vqvae.decode(torch.cat(codes, dim=1), frame_mask)
         finally:
             self.train(was_training)
