@@ -143,10 +143,33 @@ def test_predictor_learns_while_the_vqvae_stays_frozen():
     assert set(out) == {"loss", "feature_loss", "motion_loss", "vertex_loss", "ground_truth_share"}
 
 
+def decoded_codes_are_codebook_rows(model: CodeTalker, batch: Batch, train: bool) -> bool:
+    """Whether the VQ-VAE stage's decoder reads codebook entries (quantised) in this mode."""
+    seen = {}
+    decode = model.vqvae.decode
+
+    def spy(codes, *args, **kwargs):
+        seen["codes"] = codes.detach()
+        return decode(codes, *args, **kwargs)
+
+    model.vqvae.decode = spy
+    model.train(train)
+    try:
+        model(batch, "vqvae")
+    finally:
+        del model.vqvae.decode
+        model.train()
+    flat = seen["codes"][batch.frame_mask].reshape(-1, seen["codes"].shape[-1])  # real frames only
+    return bool(torch.cdist(flat, model.vqvae.quantizer.codebook).min(dim=1).values.max() < 1e-3)
+
+
 def test_vqvae_warm_up_trains_without_codes_then_starts_the_codebook_from_latents():
     model = make_model(vq_warmup_steps=5, codebook_init="data", normalize_latents=True)
     batch = smooth_batch([16, 12])
     codebook = model.vqvae.quantizer.codebook.detach().clone()
+    assert decoded_codes_are_codebook_rows(model, batch, train=False)  # validation quantises: never a "best"
+    assert not decoded_codes_are_codebook_rows(model, batch, train=True)  # a warm-up training step does not
+    model.vqvae.training_steps.fill_(0)
     for _ in range(5):
         model(batch, "vqvae")
     assert int(model.vqvae.training_steps) == 5 and not model.vqvae.warming_up

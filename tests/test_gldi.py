@@ -408,3 +408,25 @@ def test_configs_parse_and_use_only_known_keys():
     baseline = yaml.safe_load((CONFIGS / "codetalker_synthetic.yaml").read_text())
     assert synthetic["data"] == baseline["data"] and synthetic["encoder"] == baseline["encoder"]
     assert synthetic["model"]["window_seconds"] == synthetic["data"]["window_seconds"]
+
+
+def test_validation_during_the_warm_up_scores_the_quantised_reconstruction():
+    """Only training steps skip the quantiser while warming up: a validation then scores
+    codes, so a warm-up checkpoint (no codebook yet) never becomes stage 1's "best"."""
+    model = make_model(vq_warmup_steps=100)
+    batch = smooth_batch(2)
+    seen = {}
+    decode = model.vqvae.decode
+
+    def spy(codes, *args, **kwargs):
+        seen["codes"] = codes.detach()
+        return decode(codes, *args, **kwargs)
+
+    model.vqvae.decode = spy
+    for training, quantised in ((True, False), (False, True)):
+        model.train(training)
+        model(batch, "vqvae")
+        flat = seen["codes"].reshape(-1, seen["codes"].shape[-1])
+        nearest = torch.cdist(flat, model.vqvae.quantizer.codebook).min(dim=1).values.max()
+        assert bool(nearest < 1e-3) == quantised, (training, float(nearest))
+    assert model.vqvae.warming_up and int(model.vqvae.training_steps) == 1  # eval steps are not counted

@@ -312,7 +312,10 @@ class CodeTalker(TalkingFaceModel):
 
     def _vqvae_losses(self, motion: torch.Tensor, frame_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         z = self.vqvae.encode(motion, frame_mask)
-        warming_up = self.vqvae.warming_up
+        # Only training steps skip the quantiser: validation always scores the quantised
+        # reconstruction, so a warm-up checkpoint (no codebook yet) never becomes "best",
+        # the weights the next stage starts from.
+        warming_up = self.training and self.vqvae.warming_up
         # While warming up the quantiser only reports (no losses, no codebook updates) and
         # the decoder reads the continuous latents.
         quantized = self.vqvae.quantize(z, frame_mask, update=not warming_up)

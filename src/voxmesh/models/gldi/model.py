@@ -302,7 +302,10 @@ class GLDiTalker(TalkingFaceModel):
         motion, frame_mask = self._crop(motion, frame_mask)
         frames = motion.shape[1]
         z, latent_mask = self.vqvae.encode(motion, frame_mask)
-        warming_up = self.vqvae.warming_up
+        # Only training steps skip the quantiser: validation always scores the quantised
+        # reconstruction, so a warm-up checkpoint (no codebook yet) never becomes "best",
+        # the weights the next stage starts from.
+        warming_up = self.training and self.vqvae.warming_up
         # While warming up the quantiser only reports (no losses, no codebook updates) and the
         # decoder reads the continuous latents: a VQ-VAE from random weights maps every frame
         # to nearly the same latent, so its first codes are few and carry no motion; after
