@@ -123,11 +123,10 @@ def metric_regions(dataset: FaceDataset) -> dict[str, np.ndarray]:
     return {**dataset.regions, **dataset.vertex_pairs}
 
 
-def describe_masks(regions: dict[str, np.ndarray], num_vertices: int,
-                   closures: list[np.ndarray] | int | None = None) -> dict[str, dict[str, Any]]:
+def describe_masks(regions: dict[str, np.ndarray], num_vertices: int, closures: int = 0) -> dict[str, dict[str, Any]]:
     """Which vertices each metric used: ``{metric: {"region": name, "vertices"/"pairs": n}}``;
-    lip-closure accuracy also names its closures (the closure frames of each sequence, or
-    their count when the sequences were streamed), phonemes and tolerance."""
+    lip-closure accuracy also names the number of closures scored, the phonemes and the
+    tolerance."""
     masks: dict[str, dict[str, Any]] = {}
     if "lips" in regions:
         masks["LVE"] = {"region": "lips", "vertices": int(np.asarray(regions["lips"]).size)}
@@ -141,18 +140,10 @@ def describe_masks(regions: dict[str, np.ndarray], num_vertices: int,
     masks["MVE"] = {"region": "all", "vertices": int(num_vertices)}
     if "inner_lip_pairs" in regions:
         masks["MOD"] = {"region": "inner_lip_pairs", "pairs": int(np.asarray(regions["inner_lip_pairs"]).reshape(-1, 2).shape[0])}
-        count = closures if isinstance(closures, int) else int(sum(np.asarray(c).size for c in closures or []))
-        if count:
-            masks["lip_closure"] = {**masks["MOD"], "closures": count, "phonemes": list(BILABIAL_PHONEMES),
+        if closures:
+            masks["lip_closure"] = {**masks["MOD"], "closures": int(closures), "phonemes": list(BILABIAL_PHONEMES),
                                     "tolerance_m": LIP_CLOSURE_TOLERANCE}
     return masks
-
-
-def sequence_closures(sequences: list[Sequence]) -> list[np.ndarray] | None:
-    """Bilabial closure frames of each sequence from its phoneme timings (int ``[K]``
-    each), or None when no sequence has a timed /p/, /b/ or /m/."""
-    closures = [bilabial_closure_frames(s.phonemes, s.fps, s.num_frames) for s in sequences]
-    return closures if any(c.size for c in closures) else None
 
 
 # ---- baselines ------------------------------------------------------------------------------
@@ -380,17 +371,6 @@ class EmotionConfusion:
                 "confusion": self.confusion.tolist()}
 
 
-def emotion_classification(model, sequences: list[Sequence], features: list[torch.Tensor],
-                           device: torch.device | str) -> dict[str, Any] | None:
-    """:class:`EmotionConfusion`'s result over lists of sequences and their features ``[T, C]``:
-    accuracy, chance, count and confusion matrix (rows: label, columns: heard); None for
-    models without a classifier or without labelled sequences."""
-    tally = EmotionConfusion(model, device)
-    for sequence, sequence_features in zip(sequences, features):
-        tally.add(sequence, sequence_features)
-    return tally.result()
-
-
 def _output_paths(run: Path, split: str, out: str | Path | None) -> tuple[Path, Path]:
     if out is None:
         base = run / f"eval_{split}"
@@ -472,5 +452,5 @@ def format_evaluation(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["EmotionConfusion", "cached_sequence_features", "describe_masks", "sequence_closures", "emotion_classification", "evaluate_run", "format_evaluation", "generate_sequence",
+__all__ = ["EmotionConfusion", "cached_sequence_features", "describe_masks", "evaluate_run", "format_evaluation", "generate_sequence",
            "mean_training_offset", "metric_regions", "sequence_features"]
