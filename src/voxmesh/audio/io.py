@@ -20,6 +20,15 @@ def to_mono_16k(samples: np.ndarray, sample_rate: int, *, source: str = "audio")
 
     Returns float32 ``[samples_16k]``.
     """
+    samples = _mono(samples, source)
+    if sample_rate != SAMPLE_RATE and samples.size:
+        samples = soxr.resample(samples, sample_rate, SAMPLE_RATE, quality="HQ").astype(np.float32, copy=False)
+    return np.ascontiguousarray(samples, dtype=np.float32)
+
+
+def _mono(samples: np.ndarray, source: str) -> np.ndarray:
+    """``[samples]`` or ``[samples, channels]`` -> float32 mono ``[samples]`` (channels
+    averaged), refusing NaN and infinite samples."""
     samples = np.asarray(samples, dtype=np.float32)
     if samples.ndim == 2:
         # One channel is a view, not a copy: a long recording costs its size once.
@@ -28,9 +37,7 @@ def to_mono_16k(samples: np.ndarray, sample_rate: int, *, source: str = "audio")
         raise VoxmeshError(f"{source} has shape {samples.shape}; expected [samples] or [samples, channels].")
     if not np.all(np.isfinite(samples)):
         raise VoxmeshError(f"{source} contains NaN or infinite samples; re-export it from the original recording.")
-    if sample_rate != SAMPLE_RATE and samples.size:
-        samples = soxr.resample(samples, sample_rate, SAMPLE_RATE, quality="HQ").astype(np.float32, copy=False)
-    return np.ascontiguousarray(samples, dtype=np.float32)
+    return samples
 
 
 def wav_shortfall(path: str | Path) -> tuple[int, int] | None:
@@ -80,6 +87,11 @@ def _check_audio_file(path: Path) -> None:
         )
 
 
+def _unreadable(path: str | Path, exc: Exception) -> VoxmeshError:
+    """The one sentence for a file libsndfile cannot open or decode."""
+    return VoxmeshError(f"Cannot read audio file {path} ({_reason(exc)}); convert it to wav or flac.")
+
+
 def read_audio_file(path: str | Path) -> tuple[np.ndarray, int]:
     """Samples float32 ``[samples, channels]`` and their rate, as the file holds them;
     a missing, unreadable, truncated or empty file is a :class:`VoxmeshError`."""
@@ -88,7 +100,7 @@ def read_audio_file(path: str | Path) -> tuple[np.ndarray, int]:
     try:
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types for corrupt or unknown files
-        raise VoxmeshError(f"Cannot read audio file {path} ({_reason(exc)}); convert it to wav or flac.") from None
+        raise _unreadable(path, exc) from None
     if samples.shape[0] == 0:
         raise VoxmeshError(f"Audio file {path} holds no samples; give a recording with speech.")
     return samples, int(rate)
@@ -122,7 +134,7 @@ class AudioStream:
         try:
             self._file = soundfile.SoundFile(str(self.path))
         except Exception as exc:
-            raise VoxmeshError(f"Cannot read audio file {self.path} ({_reason(exc)}); convert it to wav or flac.") from None
+            raise _unreadable(self.path, exc) from None
         self.rate = int(self._file.samplerate)
         frames = int(self._file.frames)
         if frames <= 0:
@@ -140,12 +152,9 @@ class AudioStream:
         try:
             block = self._file.read(self._block, dtype="float32", always_2d=True)
         except Exception as exc:
-            raise VoxmeshError(f"Cannot read audio file {self.path} ({_reason(exc)}); convert it to wav or flac.") from None
+            raise _unreadable(self.path, exc) from None
         last = len(block) < self._block or self._file.tell() >= self._file.frames
-        mono = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1)
-        if not np.all(np.isfinite(mono)):
-            raise VoxmeshError(
-                f"Audio file {self.path} contains NaN or infinite samples; re-export it from the original recording.")
+        mono = _mono(block, f"Audio file {self.path}")
         if self._resampler is not None:
             mono = self._resampler.resample_chunk(np.ascontiguousarray(mono), last=last)
         self._buffer = np.concatenate([self._buffer, np.asarray(mono, dtype=np.float32)])
@@ -179,5 +188,5 @@ def audio_duration(path: str | Path) -> float:
     try:
         info = soundfile.info(str(path))
     except Exception as exc:
-        raise VoxmeshError(f"Cannot read audio file {path} ({_reason(exc)}); convert it to wav or flac.") from None
+        raise _unreadable(path, exc) from None
     return info.frames / float(info.samplerate)
