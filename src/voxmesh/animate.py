@@ -168,11 +168,6 @@ class AnimationModel:
         return vertices
 
     # ---- animation ---------------------------------------------------------------------
-    def _audio(self, audio: np.ndarray | str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-        if isinstance(audio, (str, Path)):
-            return load_audio(audio)
-        return to_mono_16k(np.asarray(audio, dtype=np.float32), sample_rate, source="the audio array")
-
     @torch.no_grad()
     def iter_animation(self, audio: np.ndarray | str | Path, *, speaker: str | int | None = None,
                        emotion: str | None = None, intensity: int | None = None, seed: int = 0,
@@ -184,7 +179,7 @@ class AnimationModel:
             with AudioStream(audio) as stream:
                 yield from self._windows(stream.num_samples, stream.read, *settings)
         else:
-            samples = self._audio(audio, sample_rate)
+            samples = to_mono_16k(np.asarray(audio, dtype=np.float32), sample_rate, source="the audio array")
             yield from self._windows(len(samples), lambda first, last: samples[first:last], *settings)
 
     @torch.no_grad()
