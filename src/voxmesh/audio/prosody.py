@@ -19,8 +19,9 @@ true}`` in an encoder spec appends three channels to the encoder's frames:
   sits near 2.5 and silence (-100 dB floor) at -2.5.
 
 Contours are computed every 10 ms and interpolated linearly to the wrapped encoder's
-frame times. Padded samples are excluded (a padded batch item gives the same contours
-as the clip alone). Nothing is learned.
+frames (:func:`~voxmesh.audio.features.align_features`, as features to mesh frames).
+Padded samples are excluded (a padded batch item gives the same contours as the clip
+alone). Nothing is learned.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from voxmesh.audio.encoders import SpeechEncoder, _length_mask, _lengths
+from voxmesh.audio.features import align_features
 from voxmesh.audio.io import SAMPLE_RATE
 
 HOP = 160  # 10 ms at 16 kHz
@@ -84,17 +86,6 @@ def prosody_contours(audio: Tensor, audio_mask: Tensor | None = None) -> tuple[T
     return contours, mask
 
 
-def resample_frames(contours: Tensor, from_rate: float, to_rate: float, frames: int) -> Tensor:
-    """``[B, F, C]`` frames at ``from_rate`` -> ``[B, frames, C]`` at ``to_rate`` by linear
-    interpolation in time (frame k at k / rate seconds; held at the ends)."""
-    position = torch.arange(frames, device=contours.device, dtype=torch.float32) * (from_rate / to_rate)
-    position = position.clamp(max=contours.shape[1] - 1)
-    left = position.floor().long()
-    right = (left + 1).clamp(max=contours.shape[1] - 1)
-    weight = (position - left.float())[None, :, None]
-    return contours[:, left] * (1 - weight) + contours[:, right] * weight
-
-
 class ProsodyEncoder(SpeechEncoder):
     """Another encoder's features ``[B, F, C]`` with :data:`CHANNELS` appended: ``[B, F, C + 3]``
     at the wrapped encoder's frame rate. Spec: the wrapped encoder's, plus ``"prosody": true``."""
@@ -108,13 +99,14 @@ class ProsodyEncoder(SpeechEncoder):
 
     def forward(self, audio: Tensor, audio_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         features, feature_mask = self.inner(audio, audio_mask)
-        contours, _ = prosody_contours(audio, audio_mask)
-        aligned = resample_frames(contours, SAMPLE_RATE / HOP, self.frame_rate, features.shape[1])
-        aligned = aligned.to(features.dtype) * feature_mask[..., None].to(features.dtype)
+        contours, contour_mask = prosody_contours(audio, audio_mask)
+        # The same alignment that brings encoder frames to mesh frames, item by item.
+        aligned = align_features(contours, feature_mask.sum(dim=1), feature_mask=contour_mask,
+                                 total_frames=features.shape[1]).to(features.dtype)
         return torch.cat([features, aligned], dim=-1), feature_mask
 
     def spec(self) -> dict[str, Any]:
         return {**self.inner.spec(), "prosody": True}
 
 
-__all__ = ["CHANNELS", "ProsodyEncoder", "prosody_contours", "resample_frames"]
+__all__ = ["CHANNELS", "ProsodyEncoder", "prosody_contours"]
