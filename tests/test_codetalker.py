@@ -143,8 +143,9 @@ def test_predictor_learns_while_the_vqvae_stays_frozen():
     assert set(out) == {"loss", "feature_loss", "motion_loss", "vertex_loss", "ground_truth_share"}
 
 
-def decoded_codes_are_codebook_rows(model: CodeTalker, batch: Batch, train: bool) -> bool:
-    """Whether the VQ-VAE stage's decoder reads codebook entries (quantised) in this mode."""
+def decoded_codes_are_codebook_rows(model, batch: Batch, train: bool) -> bool:
+    """Whether a VQ-VAE stage step (CodeTalker's or GLDiTalker's) in this mode decodes
+    codebook entries (quantised) on the batch's real frames."""
     seen = {}
     decode = model.vqvae.decode
 
