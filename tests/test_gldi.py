@@ -326,6 +326,32 @@ def test_region_weights_scale_the_stage_one_loss_of_their_vertices():
         make_model(region_weights={"eyes": 0.0}, regions=regions)
 
 
+@pytest.mark.parametrize("downsample", [0, 1])
+def test_region_parts_encode_their_region_alone(downsample):
+    regions = {"upper_face": np.arange(0, 12)}
+    model = make_model(num_parts=3, region_parts={"upper_face": 1}, temporal_downsample=downsample, regions=regions)
+    model.eval()
+    batch = smooth_batch(2, frames=12)
+    motion = batch.vertices - batch.template[:, None]
+    z, mask = model.vqvae.encode(motion, batch.frame_mask)
+    assert z.shape == (2, 12 // 2 ** downsample, 3, 8) and mask.all()
+    outside = motion.clone()
+    outside[:, :, 12:] *= -2.0  # the rest of the face moves otherwise: the region part must not notice
+    z_outside, _ = model.vqvae.encode(outside, batch.frame_mask)
+    assert torch.allclose(z_outside[:, :, 2], z[:, :, 2], atol=1e-6)
+    assert (z_outside[:, :, :2] - z[:, :, :2]).abs().max() > 1e-2
+    inside = motion.clone()
+    inside[:, :, :12] *= -2.0
+    z_inside, _ = model.vqvae.encode(inside, batch.frame_mask)
+    assert (z_inside[:, :, 2] - z[:, :, 2]).abs().max() > 1e-2
+    decoded = model.vqvae.decode(model.vqvae.quantize(z, mask, update=False).quantized, mask)
+    assert decoded.shape == motion.shape
+    with pytest.raises(VoxmeshError, match="region_parts names region 'brows'.*upper_face"):
+        make_model(num_parts=3, region_parts={"brows": 1}, regions=regions)
+    with pytest.raises(VoxmeshError, match="at least one of the num_parts"):
+        make_model(num_parts=2, region_parts={"upper_face": 2}, regions=regions)
+
+
 # ---- through the trainer ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -333,7 +359,8 @@ def trained_run(tmp_path_factory) -> Path:
     dataset = write_run_dataset(tmp_path_factory.mktemp("gldi_data"))
     run = tmp_path_factory.mktemp("gldi_run") / "run"
     config = config_from_dict({
-        "method": "gldi", "encoder": ENCODER, "model": {**TINY, "region_weights": {"upper_face": 4.0}},
+        "method": "gldi", "encoder": ENCODER, "model": {**TINY, "region_weights": {"upper_face": 4.0}, "num_parts": 3,
+                                                 "region_parts": {"upper_face": 1}},
         "data": {"window_seconds": 0.4, "batch_size": 2},
         "train": {"epochs": 8, "lr": 3.0e-3, "log_every": 1, "val_every": 100, "schedule": "constant",
                   "val_max_sequences": 1},
@@ -365,6 +392,8 @@ def test_saved_model_reloads_with_identical_output(trained_run, tmp_path):
     expected = torch.ones(model.num_vertices)
     expected[6:20] = 4.0
     assert torch.equal(model.vertex_weights, expected)
+    assert model.vqvae.region_parts == {"upper_face": 1}
+    assert torch.equal(model.vqvae.region_encoders["upper_face"].indices, torch.arange(6, 20))
     # stage 2 started from the best stage 1 and left it (and its latent statistics) alone
     for key, value in stage_one.vqvae.state_dict().items():
         assert torch.equal(value, model.vqvae.state_dict()[key]), key

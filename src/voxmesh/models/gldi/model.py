@@ -80,6 +80,12 @@ GLDI_DEFAULTS: dict[str, Any] = {
     # brow motion is a tenth of a millimetre beside the lips' millimetres, and unweighted
     # stage 1 leaves it out of the codes altogether. Empty: every vertex weighs 1.
     "region_weights": {},
+    # Latent parts computed from one named region's motion alone, e.g. {upper_face: 2}: of
+    # the num_parts vectors a frame, the last 2 then encode the upper face only, so its
+    # small motion gets codes of its own (with whole-face parts it is lost in
+    # quantisation). Empty: every part sees the whole face, as in the paper.
+    "region_parts": {},
+    "region_slots": 32,  # displacement slots a region part's encoder reads the region through
     "vq_crop_seconds": None,  # stage 1 trains on a random crop of each window this long (None: whole windows)
     "vq_warmup_steps": 100,  # first stage-1 steps trained as a plain autoencoder, then the codebook starts from its latents
     "latent_stats_momentum": 0.01,
@@ -188,7 +194,8 @@ class GLDiTalker(TalkingFaceModel):
         self.num_styles = max(1, len(self.speakers))
 
         # stage 1
-        self.vqvae = GraphMotionVQVAE(self.pyramid, spirals, cfg)
+        region_vertices = {name: self._region("region_parts", name) for name in dict(cfg["region_parts"])}
+        self.vqvae = GraphMotionVQVAE(self.pyramid, spirals, cfg, region_vertices)
         if cfg["region_weights"]:  # a buffer, so a reloaded model needs no regions to rebuild it
             self.register_buffer("vertex_weights", self._vertex_weights(dict(cfg["region_weights"])))
         self.factor = self.vqvae.factor
@@ -208,20 +215,24 @@ class GLDiTalker(TalkingFaceModel):
         self.diffusion = LatentDiffusion(int(cfg["num_train_timesteps"]), float(cfg["beta_start"]),
                                          float(cfg["beta_end"]), zero_terminal_snr=bool(cfg["zero_terminal_snr"]))
 
+    def _region(self, key: str, name: str) -> np.ndarray:
+        """The vertex indices of the region that config ``key`` names (regions.json)."""
+        if name not in self.regions or len(self.regions[name]) == 0:
+            known = ", ".join(sorted(self.regions)) or "none"
+            raise VoxmeshError(
+                f"GLDiTalker {key} names region '{name}', which the dataset's regions.json does not have (it has: "
+                f"{known}); name one of those or drop the entry."
+            )
+        return self.regions[name]
+
     def _vertex_weights(self, region_weights: dict[str, float]) -> torch.Tensor:
         """``[V]`` stage-1 loss weight a vertex: 1, or the named region's weight (the
         largest where regions overlap)."""
         weights = torch.ones(self.num_vertices)
         for name, weight in region_weights.items():
-            if name not in self.regions:
-                known = ", ".join(sorted(self.regions)) or "none"
-                raise VoxmeshError(
-                    f"GLDiTalker region_weights names region '{name}', which the dataset's regions.json does not have "
-                    f"(it has: {known}); name one of those or drop the entry."
-                )
+            index = torch.as_tensor(self._region("region_weights", name), dtype=torch.long)
             if not float(weight) > 0:
                 raise VoxmeshError(f"GLDiTalker region_weights['{name}'] is {weight}; use a positive weight.")
-            index = torch.as_tensor(self.regions[name], dtype=torch.long)
             weights[index] = torch.maximum(weights[index], torch.tensor(float(weight)))
         return weights
 

@@ -7,6 +7,9 @@ all levels' slots are fused by one linear layer into a vector a frame. Then in t
 optional down-sampling by ``2^q`` (strided convolutions), a transformer with the
 symmetric ALiBi bias, and a projection to ``parts x code_dim`` a latent frame, quantised
 against one shared codebook (:class:`voxmesh.models.layers.quantizer.VectorQuantizer`).
+With ``region_parts`` (e.g. ``{upper_face: 2}``) the last parts of a frame are computed
+from one region's motion alone (:class:`RegionEncoder`), so that small motion there
+(blinks, brows) gets codes of its own instead of drowning in the lips' quantisation error.
 
 Decoder, the mirror: projection, transformer, up-sampling in time, then for every frame
 a linear map to the coarsest level's vertex features and SpiralConv blocks up the
@@ -224,6 +227,30 @@ class MeshEncoder(nn.Module):
         return self.fuse(torch.cat(pooled, dim=0).t())
 
 
+class RegionEncoder(nn.Module):
+    """Frames' displacements ``[N, V, 3]`` -> ``[N, hidden]`` from one region's vertices
+    alone (e.g. the upper face): learned displacement slots over the region (one set a
+    coordinate, started as Gaussian blobs) and a two-layer MLP.
+
+    Why: a latent part computed from the whole face spends its code on the lips, whose
+    motion is ten times larger; eyelid and brow motion then vanishes in quantisation
+    even though the continuous latents carry it. A part that sees only the region has
+    nothing else to encode, so its codes must tell blinks and brows apart."""
+
+    def __init__(self, vertices: np.ndarray, indices: np.ndarray, slots: int, hidden: int):
+        super().__init__()
+        indices = np.asarray(indices, dtype=np.int64)
+        self.register_buffer("indices", torch.from_numpy(indices), persistent=False)
+        blobs = torch.softmax(slot_logits(np.asarray(vertices)[indices], min(slots, len(indices))), dim=1)
+        self.readout = nn.Parameter(blobs[None].repeat(3, 1, 1).contiguous())  # [3, K, V_region]
+        self.mlp = nn.Sequential(nn.Linear(3 * blobs.shape[0], hidden), nn.GELU(), nn.Linear(hidden, hidden))
+
+    def forward(self, motion: torch.Tensor) -> torch.Tensor:
+        x = motion[:, self.indices].permute(2, 1, 0)  # [3, V_region, N]
+        pooled = torch.matmul(self.readout.to(x.dtype), x).reshape(-1, motion.shape[0])  # [3 K, N]
+        return self.mlp(pooled.t())
+
+
 class LinearMeshEncoder(nn.Module):
     """The ablation of :class:`MeshEncoder`: one linear layer from the flattened frame
     ``[N, V, 3]`` to ``[N, hidden]`` (CodeTalker's motion embedding), no graph."""
@@ -335,7 +362,8 @@ class GraphMotionVQVAE(nn.Module):
     ``latent_std`` ``[code_dim]``), updated while stage 1 trains, which stage 2 uses to
     give the diffusion model unit-variance targets."""
 
-    def __init__(self, pyramid: MeshPyramid, spirals: list[np.ndarray], cfg: dict[str, Any]):
+    def __init__(self, pyramid: MeshPyramid, spirals: list[np.ndarray], cfg: dict[str, Any],
+                 region_vertices: dict[str, np.ndarray] | None = None):
         super().__init__()
         levels = len(pyramid.levels)
         channels = [int(c) for c in cfg["mesh_channels"]]
@@ -363,7 +391,26 @@ class GraphMotionVQVAE(nn.Module):
             raise VoxmeshError(f"GLDiTalker mesh_encoder '{cfg['mesh_encoder']}' is unknown; use pyramid or linear.")
         self.temporal_down = nn.ModuleList(nn.Conv1d(hidden, hidden, 4, stride=2, padding=1) for _ in range(self.downsample))
         self.encoder_transformer = TemporalTransformer(hidden, layers, heads, ff, dropout)
-        self.to_latent = nn.Linear(hidden, self.num_parts * self.code_dim)
+        # Region parts: the last latent vectors of a frame, each group computed from one
+        # region's motion alone (RegionEncoder); the first ``global_parts`` see the whole face.
+        self.region_parts = {str(name): int(count) for name, count in dict(cfg["region_parts"]).items()}
+        self.global_parts = self.num_parts - sum(self.region_parts.values())
+        if self.global_parts < 1 or any(count < 1 for count in self.region_parts.values()):
+            raise VoxmeshError(
+                f"GLDiTalker region_parts {self.region_parts} must give each region at least one part and leave at "
+                f"least one of the num_parts ({self.num_parts}) for the whole face; raise num_parts or lower the counts."
+            )
+        region_vertices = region_vertices or {}
+        self.region_encoders = nn.ModuleDict()
+        self.region_down = nn.ModuleDict()
+        self.region_to_latent = nn.ModuleDict()
+        for name, count in self.region_parts.items():
+            self.region_encoders[name] = RegionEncoder(pyramid.levels[0][0], region_vertices[name],
+                                                       int(cfg["region_slots"]), hidden)
+            self.region_down[name] = nn.ModuleList(nn.Conv1d(hidden, hidden, 4, stride=2, padding=1)
+                                                   for _ in range(self.downsample))
+            self.region_to_latent[name] = nn.Linear(hidden, count * self.code_dim)
+        self.to_latent = nn.Linear(hidden, self.global_parts * self.code_dim)
         self.quantizer = VectorQuantizer(int(cfg["num_codes"]), self.code_dim, beta=float(cfg["beta"]),
                                          ema_decay=cfg["ema_decay"], dead_code_threshold=float(cfg["dead_code_threshold"]))
         self.from_latent = nn.Linear(self.num_parts * self.code_dim, hidden)
@@ -387,18 +434,31 @@ class GraphMotionVQVAE(nn.Module):
         motion, mask = pad_to_multiple(motion, frame_mask, self.factor)
         batch, frames = motion.shape[:2]
         motion = motion * (mask[..., None, None].to(motion.dtype) * self.motion_scale)
-        h = per_frame(self.mesh_encoder, motion.reshape(batch * frames, *motion.shape[2:]), self.chunk)
-        h = h.reshape(batch, frames, -1)
-        for conv in self.temporal_down:
-            h = h * mask[..., None].to(h.dtype)
-            mask = downsample_mask(mask, 2)
-            h = F.gelu(conv(h.transpose(1, 2)).transpose(1, 2))
-        h = self.encoder_transformer(h, mask)
-        z = self.to_latent(h).reshape(batch, h.shape[1], self.num_parts, self.code_dim)
+        flat = motion.reshape(batch * frames, *motion.shape[2:])
+        h = per_frame(self.mesh_encoder, flat, self.chunk).reshape(batch, frames, -1)
+        h, latent_mask = self._downsample(h, mask, self.temporal_down)
+        h = self.encoder_transformer(h, latent_mask)
+        latent_frames = h.shape[1]
+        parts = [self.to_latent(h).reshape(batch, latent_frames, self.global_parts, self.code_dim)]
+        for name, count in self.region_parts.items():
+            r = self.region_encoders[name](flat).reshape(batch, frames, -1)
+            r, _ = self._downsample(r, mask, self.region_down[name])
+            parts.append(self.region_to_latent[name](r).reshape(batch, latent_frames, count, self.code_dim))
+        z = torch.cat(parts, dim=2)
         # Each latent vector normalised (zero mean, unit variance over its code_dim): the
         # encoder cannot satisfy the commitment loss by shrinking its outputs onto a few
         # codes, the usual way a VQ-VAE's codebook collapses.
-        return F.layer_norm(z, (self.code_dim,)), mask
+        return F.layer_norm(z, (self.code_dim,)), latent_mask
+
+    @staticmethod
+    def _downsample(h: torch.Tensor, mask: torch.Tensor, convs: nn.ModuleList) -> tuple[torch.Tensor, torch.Tensor]:
+        """``h [B, T, C]`` through the strided convolutions (each halves time), padding zeroed
+        first; the result and its mask."""
+        for conv in convs:
+            h = h * mask[..., None].to(h.dtype)
+            mask = downsample_mask(mask, 2)
+            h = F.gelu(conv(h.transpose(1, 2)).transpose(1, 2))
+        return h, mask
 
     @property
     def warming_up(self) -> bool:
@@ -452,5 +512,5 @@ class GraphMotionVQVAE(nn.Module):
         return x * self.latent_std + self.latent_mean
 
 
-__all__ = ["GraphMotionVQVAE", "LinearMeshEncoder", "MeshDecoder", "MeshEncoder", "SlotPooling", "SlotScatter",
-           "per_frame", "spiral_conv_channels_first"]
+__all__ = ["GraphMotionVQVAE", "LinearMeshEncoder", "MeshDecoder", "MeshEncoder", "RegionEncoder", "SlotPooling",
+           "SlotScatter", "per_frame", "spiral_conv_channels_first"]
