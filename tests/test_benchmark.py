@@ -192,3 +192,33 @@ def test_a_run_still_training_is_not_trained_again(tmp_path):
     (run / "log.jsonl").write_text('{"stage": "main", "split": "train", "step": 1, "seconds": 2.5}\n')
     with pytest.raises(VoxmeshError, match="still running"):
         ensure_trained("faceformer", tmp_path / "data", tmp_path / "runs")
+
+
+def test_update_measures_one_method_and_keeps_the_others(quick, tmp_path):
+    import shutil
+
+    root, _, _ = quick
+    docs = tmp_path / "docs"
+    shutil.copytree(root / "docs", docs)
+    before = json.loads((docs / "benchmarks.json").read_text())
+    result = run_benchmark(root / "data", root / "runs", out=docs / "benchmarks.md", quick=True, progress=False,
+                           methods=("faceformer",), update=True)
+    after = json.loads((docs / "benchmarks.json").read_text())
+    assert after["methods"] == list(METHODS) and result["updated"]["measured"] == ["faceformer"]
+    for method in METHODS:
+        if method == "faceformer":  # measured again: deterministic, so the same numbers; new timings
+            assert after["splits"]["test"]["rows"][method] == before["splits"]["test"]["rows"][method]
+            assert after["cost"][method]["model_rtf"] != before["cost"][method]["model_rtf"]
+        else:  # kept as they were
+            for split in ("test", "test_unseen"):
+                assert after["splits"][split]["rows"][method] == before["splits"][split]["rows"][method]
+            assert after["cost"][method] == before["cost"][method] and after["speed"][method] == before["speed"][method]
+    assert after["ddim"] == before["ddim"]
+    assert after["strip"]["rows"] == ["ground truth"] + [TITLES[m] for m in METHODS]
+    markdown = (docs / "benchmarks.md").read_text()
+    assert "* Updated: FaceFormer measured in this run; CodeTalker, GLDiTalker, EmoFace kept" in markdown
+    for title in (TITLES[m] for m in METHODS):
+        assert f"| {title}" in markdown
+    with pytest.raises(Exception, match="does not exist"):
+        run_benchmark(root / "data", root / "runs", out=tmp_path / "none" / "b.md", quick=True, progress=False,
+                      methods=("faceformer",), update=True)

@@ -79,10 +79,10 @@ QUICK_OVERRIDES: dict[str, list[str]] = {
                    "model.num_parts=2", "model.code_dim=8", "model.num_codes=16", "model.d_model=16",
                    "model.num_heads=2", "model.num_layers=1", "model.period=15"],
     "gldi": ["model.mesh_channels=[2,4,4,8]", "model.pool_slots=[4,4,4,4]", "model.hidden_dim=32", "model.vq_layers=1",
-             "model.vq_heads=2", "model.vq_ff_dim=64", "model.num_parts=2", "model.code_dim=8", "model.num_codes=32",
+             "model.vq_heads=2", "model.vq_ff_dim=64", "model.num_parts=3", "model.code_dim=8", "model.num_codes=32",
              "model.vq_warmup_steps=2", "model.displacement_slots=16", "model.d_model=32", "model.num_heads=2",
              "model.num_layers=1", "model.ff_dim=64", "model.sampling_steps=10", "model.window_seconds=1.0",
-             "model.overlap_seconds=0.2", "model.vq_crop_seconds=null"],
+             "model.overlap_seconds=0.2", "model.vq_crop_seconds=null", "model.region_slots=8"],
     "emoface": ["model.d_model=16", "model.num_heads=2", "model.ff_dim=32", "model.period=15",
                 "model.classifier_hidden=16", "model.attention_channels=[4]"],
 }
@@ -461,10 +461,15 @@ def report_outputs(out: str | Path) -> tuple[Path, Path, Path]:
 
 def run_benchmark(data: str | Path, runs: str | Path, out: str | Path = "docs/benchmarks.md", quick: bool = False,
                   device: str | None = None, progress: bool = True,
-                  methods: tuple[str, ...] = METHODS, overwrite: bool = False) -> dict[str, Any]:
+                  methods: tuple[str, ...] = METHODS, overwrite: bool = False, update: bool = False) -> dict[str, Any]:
     """Train what is missing, evaluate, time, plot, and write the report; returns the
     JSON-ready result (also written beside ``out``). An existing report (its .md, .json
-    or plot folder) is refused before any work unless ``overwrite``."""
+    or plot folder) is refused before any work unless ``overwrite``.
+
+    ``update``: re-measure only ``methods`` and keep every other method's results from the
+    existing report at ``out`` (after retraining one method, without hours for the rest);
+    the strip of renders is redrawn with every method, and the report says which rows are
+    new."""
     import torch
     from tqdm import tqdm
 
@@ -479,9 +484,19 @@ def run_benchmark(data: str | Path, runs: str | Path, out: str | Path = "docs/be
     if unknown:
         raise VoxmeshError(f"Unknown method {', '.join(unknown)}; benchmark some of {', '.join(METHODS)}.")
     markdown, json_path, figures = report_outputs(out)
-    # Before hours of training, not after: a report that exists is replaced only on request.
-    refuse_existing(markdown, json_path, figures if figures.is_dir() and any(figures.iterdir()) else None,
-                    overwrite=overwrite, instead="choose another --out")
+    previous = None
+    if update:
+        if not json_path.is_file():
+            raise VoxmeshError(f"--update keeps the other methods' rows of {json_path}, which does not exist; run "
+                               "voxmesh benchmark without --update first.")
+        previous = json.loads(json_path.read_text())
+        if bool(previous.get("quick")) != quick:
+            raise VoxmeshError(f"{json_path} is a {'quick' if previous.get('quick') else 'full'} report; update it with "
+                               f"the same setting ({'with' if previous.get('quick') else 'without'} --quick).")
+    else:
+        # Before hours of training, not after: a report that exists is replaced only on request.
+        refuse_existing(markdown, json_path, figures if figures.is_dir() and any(figures.iterdir()) else None,
+                        overwrite=overwrite, instead="choose another --out")
     device = str(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     synthesized = None
     if not (data / "manifest.jsonl").is_file() and not (data / "wav").is_dir():
@@ -572,6 +587,18 @@ def run_benchmark(data: str | Path, runs: str | Path, out: str | Path = "docs/be
         gc.collect()
         bar.update(1)
 
+    if previous is not None:
+        kept = keep_previous_rows(result, previous, methods)
+        for name in kept:  # the strip shows every method, so the kept ones generate its sequence again
+            if strip_sequence is None:
+                break
+            model = load_checkpoint(final_checkpoint(previous["runs_info"][name]["run"]), device=device)
+            speaker = (list(model.speakers).index(strip_sequence.subject) if strip_sequence.subject in model.speakers
+                       else 0)
+            strip_predictions[name] = generate_sequence(model, strip_sequence, speaker, seed=0, device=device)
+            del model
+        strip_predictions = {m: strip_predictions[m] for m in result["methods"] if m in strip_predictions}
+
     bar.set_description("plots")
     figures.mkdir(parents=True, exist_ok=True)
     result["figures"] = write_plots(result, figures)
@@ -588,6 +615,30 @@ def run_benchmark(data: str | Path, runs: str | Path, out: str | Path = "docs/be
     bar.update(1)
     bar.close()
     return result
+
+
+def keep_previous_rows(result: dict[str, Any], previous: dict[str, Any], measured: tuple[str, ...]) -> list[str]:
+    """Copy into ``result`` the rows of every method of the ``previous`` report that was
+    not ``measured`` now (quality, evaluations, cost, speed, run; GLDiTalker's DDIM curve);
+    orders ``result["methods"]`` as :data:`METHODS` and records the update. Returns the
+    kept methods."""
+    kept = [m for m in previous["methods"] if m not in measured]
+    for name in kept:
+        for split, split_result in result["splits"].items():
+            old = previous["splits"].get(split, {})
+            for key in ("rows", "eval_rtf", "emotion", "evaluations"):
+                if name in old.get(key, {}):
+                    split_result.setdefault(key, {})[name] = old[key][name]
+        for key in ("runs_info", "cost", "speed"):
+            if name in previous.get(key, {}):
+                result[key][name] = previous[key][name]
+    if "gldi" in kept:
+        result["ddim"] = previous.get("ddim")
+    result["methods"] = [m for m in METHODS if m in kept or m in measured]
+    result["updated"] = {"measured": list(measured), "kept": kept,
+                         "kept_from": {"git_commit": previous["machine"].get("git_commit"),
+                                       "seconds": previous.get("seconds")}}
+    return kept
 
 
 # ---- plots -------------------------------------------------------------------------------------
@@ -864,6 +915,10 @@ def protocol_section(result: dict[str, Any]) -> list[str]:
         "training speaker's style, the metrics averaged over those styles (as FaceFormer and CodeTalker report "
         "BIWI Test-B). EmoFace hears the emotion in the voice (no labels given); its emotion accuracy is the argmax "
         "of its classifier over each sequence against the labels.",
+        *([f"* Updated: {', '.join(TITLES[m] for m in result['updated']['measured'])} measured in this run; "
+           f"{', '.join(TITLES[m] for m in result['updated']['kept'])} kept from the earlier report (voxmesh "
+           f"{result['updated']['kept_from']['git_commit'] or 'unknown commit'}, the same protocol)."]
+          if result.get("updated") and result["updated"]["kept"] else []),
         "* Masks: " + "; ".join(mask_text) + ".",
         "* Units: LVE, EVE and FDD are squared metres (the papers' \"x10^-5 mm\" VOCASET columns are these values x1e5); "
         "MVE, MOD and diversity are metres; lip closure is a percentage of closures. FDD is signed (ground truth minus "

@@ -204,12 +204,14 @@ def benchmark_command(
     methods: Optional[list[str]] = typer.Option(None, "--method", help="Only this method (repeatable; default: "
                                                                        "faceformer, codetalker, gldi, emoface)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report (.md, .json and plots)."),
+    update: bool = typer.Option(False, "--update", help="Re-measure only the --method(s) given and keep the other "
+                                                        "methods' rows of the existing report."),
 ) -> None:
     """Every method side by side: train what is missing, evaluate, time, plot, write the report."""
     from voxmesh.benchmark import METHODS, run_benchmark
 
     result = run_benchmark(data, runs, out=out, quick=quick, device=device, progress=sys.stderr.isatty(),
-                           methods=tuple(methods) if methods else METHODS, overwrite=overwrite)
+                           methods=tuple(methods) if methods else METHODS, overwrite=overwrite, update=update)
     typer.echo(f"wrote {result['written']['markdown']}, {result['written']['json']} and "
                f"{len(result['figures']) + bool((result.get('strip') or {}).get('path'))} plots in "
                f"{Path(result['figures']['quality']).parent} ({result['seconds']:.0f} s)")
