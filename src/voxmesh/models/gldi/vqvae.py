@@ -103,6 +103,19 @@ def slot_logits(vertices: np.ndarray, count: int) -> torch.Tensor:
     return torch.from_numpy(-d2 / (2.0 * sigma ** 2)).float()
 
 
+def displacement_slot_weights(vertices: np.ndarray, slots: int) -> torch.Tensor:
+    """``[3, K, V]`` initial weights of displacement slots over ``vertices [V, 3]``: one
+    weighting of the raw displacement a coordinate, each started as the Gaussian blobs of
+    :func:`slot_logits` (at most ``V`` slots)."""
+    blobs = torch.softmax(slot_logits(vertices, slots), dim=1)
+    return blobs[None].repeat(3, 1, 1).contiguous()
+
+
+def read_displacement_slots(weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Displacement ``x [3, V, N]`` read through slot ``weights [3, K, V]``: ``[3 K, N]``."""
+    return torch.matmul(weights.to(x.dtype), x).reshape(-1, x.shape[-1])
+
+
 class SlotPooling(nn.Module):
     """``[C, V, N] -> [C, K, N]``: each slot a learned weighting of the vertices.
 
@@ -198,8 +211,8 @@ class MeshEncoder(nn.Module):
         # small, local motion (eyelids, lip rims) before any convolution or averaging.
         self.displacement_readout = None
         if displacement_slots > 0:
-            blobs = torch.softmax(slot_logits(pyramid.levels[0][0], displacement_slots), dim=1)
-            self.displacement_readout = nn.Parameter(blobs[None].repeat(3, 1, 1).contiguous())  # [3, K, V]
+            self.displacement_readout = nn.Parameter(
+                displacement_slot_weights(pyramid.levels[0][0], displacement_slots))  # [3, K, V]
         self.convs = nn.ModuleList()
         self.pools = nn.ModuleList()
         previous = 3
@@ -218,7 +231,7 @@ class MeshEncoder(nn.Module):
         x = motion.permute(2, 1, 0).contiguous()  # [3, V, N]
         pooled = []
         if self.displacement_readout is not None:
-            pooled.append(torch.matmul(self.displacement_readout.to(x.dtype), x).reshape(-1, frames))  # [3 K, N]
+            pooled.append(read_displacement_slots(self.displacement_readout, x))  # [3 K, N]
         for level, (conv, pool) in enumerate(zip(self.convs, self.pools)):
             x = F.elu(spiral_conv_channels_first(conv, x))
             pooled.append(pool(x).reshape(-1, frames))  # [C_i * K_i, N]
@@ -241,14 +254,12 @@ class RegionEncoder(nn.Module):
         super().__init__()
         indices = np.asarray(indices, dtype=np.int64)
         self.register_buffer("indices", torch.from_numpy(indices), persistent=False)
-        blobs = torch.softmax(slot_logits(np.asarray(vertices)[indices], min(slots, len(indices))), dim=1)
-        self.readout = nn.Parameter(blobs[None].repeat(3, 1, 1).contiguous())  # [3, K, V_region]
-        self.mlp = nn.Sequential(nn.Linear(3 * blobs.shape[0], hidden), nn.GELU(), nn.Linear(hidden, hidden))
+        self.readout = nn.Parameter(displacement_slot_weights(np.asarray(vertices)[indices], slots))  # [3, K, V_region]
+        self.mlp = nn.Sequential(nn.Linear(3 * self.readout.shape[1], hidden), nn.GELU(), nn.Linear(hidden, hidden))
 
     def forward(self, motion: torch.Tensor) -> torch.Tensor:
         x = motion[:, self.indices].permute(2, 1, 0)  # [3, V_region, N]
-        pooled = torch.matmul(self.readout.to(x.dtype), x).reshape(-1, motion.shape[0])  # [3 K, N]
-        return self.mlp(pooled.t())
+        return self.mlp(read_displacement_slots(self.readout, x).t())
 
 
 class LinearMeshEncoder(nn.Module):
