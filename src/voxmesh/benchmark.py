@@ -475,7 +475,6 @@ def run_benchmark(data: str | Path, runs: str | Path, out: str | Path = "docs/be
 
     from voxmesh.data.layout import FaceDataset
     from voxmesh.data.synthetic.dataset import synthesize_dataset
-    from voxmesh.eval.evaluate import generate_sequence
     from voxmesh.train.checkpoint import load_checkpoint, read_checkpoint_info
 
     started = time.perf_counter()
@@ -577,9 +576,7 @@ def run_benchmark(data: str | Path, runs: str | Path, out: str | Path = "docs/be
             "growth_exponent": growth_exponent([r["audio_seconds"] for r in rows], [r["model_seconds"] for r in rows]),
             "memory": memory}
         if strip_sequence is not None:
-            speaker = (list(model.speakers).index(strip_sequence.subject) if strip_sequence.subject in model.speakers
-                       else 0)
-            strip_predictions[name] = generate_sequence(model, strip_sequence, speaker, seed=0, device=device)
+            strip_predictions[name] = strip_prediction(model, strip_sequence, device)
         if name == "gldi":
             bar.set_description("DDIM steps")
             result["ddim"] = ddim_curve(run, data, device=device)
@@ -589,14 +586,12 @@ def run_benchmark(data: str | Path, runs: str | Path, out: str | Path = "docs/be
 
     if previous is not None:
         kept = keep_previous_rows(result, previous, methods)
-        for name in kept:  # the strip shows every method, so the kept ones generate its sequence again
-            if strip_sequence is None:
-                break
-            model = load_checkpoint(final_checkpoint(previous["runs_info"][name]["run"]), device=device)
-            speaker = (list(model.speakers).index(strip_sequence.subject) if strip_sequence.subject in model.speakers
-                       else 0)
-            strip_predictions[name] = generate_sequence(model, strip_sequence, speaker, seed=0, device=device)
-            del model
+        if strip_sequence is not None:  # the strip shows every method: the kept ones generate its sequence again
+            for name in kept:
+                model = load_checkpoint(final_checkpoint(previous["runs_info"][name]["run"]),
+                                        expected_topology_hash=dataset.topology(), device=device)
+                strip_predictions[name] = strip_prediction(model, strip_sequence, device)
+                del model
         strip_predictions = {m: strip_predictions[m] for m in result["methods"] if m in strip_predictions}
 
     bar.set_description("plots")
@@ -615,6 +610,15 @@ def run_benchmark(data: str | Path, runs: str | Path, out: str | Path = "docs/be
     bar.update(1)
     bar.close()
     return result
+
+
+def strip_prediction(model, sequence, device: str) -> np.ndarray:
+    """The model's vertices ``[T, V, 3]`` for the strip's sequence (seed 0), in the subject's
+    own style when the model knows the subject, else the first training speaker's."""
+    from voxmesh.eval.evaluate import generate_sequence
+
+    speaker = list(model.speakers).index(sequence.subject) if sequence.subject in model.speakers else 0
+    return generate_sequence(model, sequence, speaker, seed=0, device=device)
 
 
 def keep_previous_rows(result: dict[str, Any], previous: dict[str, Any], measured: tuple[str, ...]) -> list[str]:
