@@ -1,6 +1,8 @@
-"""scripts/check_glb.py: voxmesh's .glb through the Khronos glTF validator and three.js
-in headless Chromium. The end-to-end tests need node, the pinned npm packages already in
-the cache and Chromium, and are skipped without them: tests never install anything."""
+"""voxmesh's .glb: what the writer puts in it (weights in [0, 1], linear colours, normals,
+target names, the frame rate), and scripts/check_glb.py, which runs it through the Khronos
+glTF validator and three.js in headless Chromium. The end-to-end tests need node, the
+pinned npm packages already in the cache and Chromium, and are skipped without them:
+tests never install anything."""
 
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from voxmesh.render.export import write_glb
+from voxmesh.errors import VoxmeshError
+from voxmesh.render.export import unit_weight_targets, write_glb, write_morph_glb
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_glb.py"
 FPS = 30.0
@@ -192,3 +195,155 @@ def test_report_names_the_pinned_tools(checked):
     check_glb = load_script()
     assert {f"npm:{k}": v for k, v in check_glb.pinned_packages().items()}.items() <= tools.items()
     assert tools["chromium"] and tools["node"].startswith("v")
+
+
+# --- what the writer puts in the file (pygltflib reads it back; no tools needed) -----------
+
+def read_accessor(glb, index: int) -> np.ndarray:
+    """An accessor's float32 or uint32 values [count, width], sparse ones applied."""
+    import pygltflib
+
+    accessor = glb.accessors[index]
+    width = {"SCALAR": 1, "VEC3": 3}[accessor.type]
+    types = {pygltflib.FLOAT: np.float32, pygltflib.UNSIGNED_INT: np.uint32}
+    blob = glb.binary_blob()
+
+    def view(number, dtype, count, columns):
+        v = glb.bufferViews[number]
+        return np.frombuffer(blob[v.byteOffset: v.byteOffset + v.byteLength], dtype=dtype).reshape(count, columns)
+
+    if accessor.bufferView is not None:
+        values = view(accessor.bufferView, types[accessor.componentType], accessor.count, width).copy()
+    else:
+        values = np.zeros((accessor.count, width), types[accessor.componentType])
+    if accessor.sparse is not None:
+        sparse = accessor.sparse
+        rows = view(sparse.indices.bufferView, types[sparse.indices.componentType], sparse.count, 1)[:, 0]
+        values[rows] = view(sparse.values.bufferView, types[accessor.componentType], sparse.count, width)
+    return values
+
+
+def random_motion(frames: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A small sphere (42 vertices) shaken at random: vertices [T, V, 3], base, faces."""
+    mesh = trimesh.creation.icosphere(subdivisions=1, radius=0.1)
+    base = np.asarray(mesh.vertices, dtype=np.float32)
+    noise = np.random.default_rng(seed).standard_normal((frames,) + base.shape).astype(np.float32)
+    return base[None] + 0.004 * noise, base, np.asarray(mesh.faces)
+
+
+@pytest.fixture(scope="module")
+def random_glb(tmp_path_factory):
+    vertices, base, faces = random_motion(10)
+    colors = np.tile(np.array([[0.5, 0.2, 0.8]], np.float32), (len(base), 1))
+    path = tmp_path_factory.mktemp("glb") / "random.glb"
+    written = write_glb(vertices, faces, path, 25.0, base=base, vertex_colors=colors)
+    import pygltflib
+
+    return pygltflib.GLTF2().load(str(path)), written, vertices, base, faces, path
+
+
+def morph_arrays(glb) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    primitive = glb.meshes[0].primitives[0]
+    base = read_accessor(glb, primitive.attributes.POSITION)
+    targets = np.stack([read_accessor(glb, t["POSITION"]) for t in primitive.targets])
+    weights = read_accessor(glb, glb.animations[0].samplers[0].output).reshape(-1, len(targets))
+    return base, targets, weights
+
+
+def test_glb_weights_stay_in_unit_range_and_rebuild_the_motion(random_glb):
+    glb, written, vertices, base, *_ = random_glb
+    stored_base, targets, weights = morph_arrays(glb)
+    assert weights.min() >= 0.0 and weights.max() <= 1.0  # Blender's sliders, Godot and assimp clamp the rest
+    assert weights.max(axis=0).min() == 1.0  # every target reaches full weight once: no range is wasted
+    assert glb.meshes[0].weights == [0.0] * len(targets)  # at rest: the base face
+    np.testing.assert_array_equal(stored_base, base)
+    rebuilt = stored_base[None] + np.einsum("tk,kvc->tvc", weights.astype(np.float64), targets)
+    error = np.abs(rebuilt - vertices).max()
+    assert error < 1e-5 and written["max_error_m"] < 1e-5
+    assert written["max_error_m"] == pytest.approx(error, abs=1e-9)
+    assert written["morph_targets"] == len(targets) <= 2 * written["components"]
+
+
+def test_glb_names_its_targets_and_records_the_frame_rate(random_glb):
+    glb, written, vertices, *_ = random_glb
+    names = glb.meshes[0].extras["targetNames"]
+    assert len(names) == written["morph_targets"] and len(set(names)) == len(names)
+    assert names[:2] == ["motion_0_pos", "motion_0_neg"] and all(n.endswith(("_pos", "_neg")) for n in names)
+    assert glb.asset.extras["fps"] == glb.scenes[0].extras["fps"] == glb.animations[0].extras["fps"] == 25.0
+    times = glb.accessors[glb.animations[0].samplers[0].input]
+    assert times.count == len(vertices) and times.max[0] == pytest.approx((len(vertices) - 1) / 25.0)
+    assert written["fps"] == 25.0
+
+
+def test_glb_colours_are_stored_linear(random_glb):
+    glb, *_ = random_glb
+    stored = read_accessor(glb, glb.meshes[0].primitives[0].attributes.COLOR_0)
+    srgb = np.array([0.5, 0.2, 0.8])
+    linear = ((srgb + 0.055) / 1.055) ** 2.4  # all three above the sRGB curve's linear toe
+    np.testing.assert_allclose(stored, np.tile(linear, (len(stored), 1)), atol=1e-6)
+    material = glb.materials[glb.meshes[0].primitives[0].material]
+    assert material.pbrMetallicRoughness.metallicFactor == 0.0  # glTF's default material is metal
+
+
+def test_glb_normals_are_smooth_unit_and_follow_each_target(random_glb):
+    glb, written, _, base, faces, _ = random_glb
+    primitive = glb.meshes[0].primitives[0]
+    normals = read_accessor(glb, primitive.attributes.NORMAL).astype(np.float64)
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-6)
+    radial = base / np.linalg.norm(base, axis=1, keepdims=True)
+    assert (np.sum(normals * radial, axis=1) > 0.98).all()  # smooth: a sphere's vertex normals point outward
+    _, targets, _ = morph_arrays(glb)
+    assert written["normal_targets"] == len(targets) and all("NORMAL" in t for t in primitive.targets)
+    for target, morph in zip(targets, primitive.targets):
+        moved = trimesh.Trimesh(base + target, faces, process=False).vertex_normals
+        blended = normals + read_accessor(glb, morph["NORMAL"])
+        blended /= np.linalg.norm(blended, axis=1, keepdims=True)
+        assert (np.sum(blended * moved, axis=1) > 0.99).all()
+
+
+def test_glb_size_is_reported(random_glb):
+    glb, written, vertices, *_, path = random_glb
+    duration = len(vertices) / 25.0
+    assert written["bytes"] == path.stat().st_size
+    assert written["bytes_per_second"] == pytest.approx(written["bytes"] / duration)
+    per_frame = 4 * (1 + written["morph_targets"])  # a time and a weight per target, float32
+    assert written["track_bytes_per_second"] == pytest.approx(per_frame * 25.0)
+
+
+def test_a_half_that_is_never_used_is_left_out():
+    weights = np.array([[0.5, -1.0], [2.0, 1.0], [1.0, -3.0]], np.float32)  # column 0 never negative
+    targets = np.random.default_rng(1).standard_normal((2, 4, 3)).astype(np.float32)
+    unit, split, names = unit_weight_targets(weights, targets)
+    assert names == ["motion_0_pos", "motion_1_pos", "motion_1_neg"]
+    assert unit.min() >= 0.0 and unit.max() == 1.0
+    np.testing.assert_allclose(np.einsum("tk,kvc->tvc", unit, split), np.einsum("tk,kvc->tvc", weights, targets),
+                               atol=1e-5)
+
+
+def test_a_still_sequence_gets_one_empty_target(tmp_path):
+    import pygltflib
+
+    vertices, base, faces = random_motion(1)
+    still = np.repeat(base[None], 4, axis=0)
+    written = write_glb(still, faces, tmp_path / "still.glb", 30.0, base=base)
+    glb = pygltflib.GLTF2().load(str(tmp_path / "still.glb"))
+    _, targets, weights = morph_arrays(glb)
+    assert written["morph_targets"] == 1 and written["max_error_m"] == 0.0
+    assert not targets.any() and not weights.any()
+
+
+def test_the_generic_writer_keeps_given_names_and_refuses_weights_outside_unit_range(tmp_path):
+    import pygltflib
+
+    _, base, faces = random_motion(1)
+    targets = np.stack([np.full_like(base, 0.01), np.full_like(base, -0.01)])
+    weights = np.array([[0.0, 0.0], [1.0, 0.25], [0.5, 1.0]], np.float32)
+    write_morph_glb(base, faces, tmp_path / "named.glb", 60.0, weights, targets, target_names=["jawOpen", "mouthClose"])
+    glb = pygltflib.GLTF2().load(str(tmp_path / "named.glb"))
+    assert glb.meshes[0].extras["targetNames"] == ["jawOpen", "mouthClose"]
+    np.testing.assert_array_equal(morph_arrays(glb)[2], weights)
+    with pytest.raises(VoxmeshError, match=r"\[0, 1\]"):
+        write_morph_glb(base, faces, tmp_path / "bad.glb", 60.0, weights * 2, targets)
+    with pytest.raises(VoxmeshError, match="names"):
+        write_morph_glb(base, faces, tmp_path / "bad.glb", 60.0, weights, targets, target_names=["one"])
+    assert not (tmp_path / "bad.glb").exists()
