@@ -36,12 +36,18 @@ BENCH_FLAGS ?=
 benchmark-report: $(VENV)/.installed
 	$(VENV)/bin/voxmesh benchmark --data $(BENCH_DATA) --runs $(BENCH_RUNS) --out $(BENCH_OUT) --overwrite $(BENCH_FLAGS)
 
-# `make demo`'s out/demo.glb through the Khronos glTF validator and three.js in headless
-# Chromium (npm packages installed on first use; GLB_CHECK_FLAGS=--install adds Chromium).
+# `make demo`'s out/demo.glb through the Khronos glTF validator, three.js in headless
+# Chromium and Blender's glTF importer, which must play it within 0.1 mm of the motion it was
+# made from (out/demo.npy: the demo's sentence, model and seed); Blender's render of the
+# widest mouth goes to out/demo_blender.png. npm packages are installed on first use;
+# GLB_CHECK_FLAGS=--install adds Chromium and Blender (apt-get, as root), --no-blender leaves
+# Blender out (then drop the .npy: GLB_CHECK_NPY=).
 GLB_CHECK_FLAGS ?=
+GLB_CHECK_NPY ?= --npy out/demo.npy
 check-glb: $(VENV)/.installed
 	test -f out/demo.glb || $(MAKE) demo
-	$(PY) scripts/check_glb.py out/demo.glb --json out/glb_check.json $(GLB_CHECK_FLAGS)
+	test out/demo.npy -nt out/demo.glb || $(VENV)/bin/voxmesh animate out/demo_speech.wav -o out/demo.npy --seed 0 --overwrite
+	$(PY) scripts/check_glb.py out/demo.glb $(GLB_CHECK_NPY) --render out --json out/glb_check.json $(GLB_CHECK_FLAGS)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -1,8 +1,8 @@
 """voxmesh's .glb: what the writer puts in it (weights in [0, 1], linear colours, normals,
 target names, the frame rate), and scripts/check_glb.py, which runs it through the Khronos
-glTF validator and three.js in headless Chromium. The end-to-end tests need node, the
-pinned npm packages already in the cache and Chromium, and are skipped without them:
-tests never install anything."""
+glTF validator, three.js in headless Chromium and Blender's glTF importer. The end-to-end
+tests need node, the pinned npm packages already in the cache and Chromium, or Blender,
+and are skipped without them: tests never install anything."""
 
 from __future__ import annotations
 
@@ -74,10 +74,14 @@ def test_no_install_with_an_empty_cache_says_what_is_missing(tmp_path):
     assert not (tmp_path / "empty-cache" / "node_modules").exists()
 
 
-def test_missing_chromium_names_the_install_command():
+@pytest.mark.parametrize("finder, tool, command", [
+    ("find_chromium", "/nonexistent/chromium", "apt-get install chromium"),
+    ("find_blender", "/nonexistent/blender", "apt-get install --no-install-recommends blender python3-numpy"),
+])
+def test_a_missing_tool_names_the_install_command(finder, tool, command):
     check_glb = load_script()
-    with pytest.raises(check_glb.SetupError, match="apt-get install chromium"):
-        check_glb.find_chromium("/nonexistent/chromium", install=False)
+    with pytest.raises(check_glb.SetupError, match=command):
+        getattr(check_glb, finder)(tool, install=False)
 
 
 def test_table_marks_failures():
@@ -142,7 +146,7 @@ def checked(tmp_path_factory):
     names = ["plain", "colored", "broken", "still"]
     report_path = folder / "report.json"
     done = run_script(*(str(folder / f"{n}.glb") for n in names), "--no-install", "--cache", str(USER_CACHE),
-                      "--json", str(report_path))
+                      "--json", str(report_path), "--no-blender")
     report = json.loads(report_path.read_text())
     return done, dict(zip(names, report["results"])), written, vertices, report["tools"]
 
@@ -347,3 +351,107 @@ def test_the_generic_writer_keeps_given_names_and_refuses_weights_outside_unit_r
     with pytest.raises(VoxmeshError, match="names"):
         write_morph_glb(base, faces, tmp_path / "bad.glb", 60.0, weights, targets, target_names=["one"])
     assert not (tmp_path / "bad.glb").exists()
+
+
+# --- Blender: arguments always, the import itself where Blender is installed ----------------
+
+def test_npy_count_must_match_the_files(tmp_path):
+    glb = tmp_path / "tiny.glb"
+    write_glb(*moving_sphere(5), glb, FPS)
+    np.save(tmp_path / "a.npy", np.zeros((5, 2, 3), np.float32))
+    done = run_script(str(glb), str(glb), "--npy", str(tmp_path / "a.npy"))
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "1 --npy for 2 files" in lines[0]
+    done = run_script(str(glb), "--npy", str(tmp_path / "missing.npy"))
+    assert done.returncode == 2 and "no such file" in done.stderr and "missing.npy" in done.stderr
+
+
+def test_table_shows_the_blender_figures():
+    check_glb = load_script()
+    report = {"file": "a.glb", "bytes": 1000, "ok": True, "notes": [], "problems": [], "validator": None,
+              "three": None, "blender": {"ok": True, "frames_checked": 12, "max_error_vs_file_m": 2e-8,
+                                         "max_error_vs_npy_m": 4.5e-5, "render": {"ok": True, "frame": 7}}}
+    text = check_glb.table([report])
+    assert "Blender max error (mm)" in text and "0.0450" in text and "vs .npy" in text and "frame 7" in text
+
+
+@pytest.fixture(scope="module")
+def blender():
+    check_glb = load_script()
+    try:
+        return check_glb.find_blender(None, install=False)
+    except check_glb.SetupError as err:
+        pytest.skip(str(err))
+
+
+def speaking_sphere(frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """moving_sphere with a 'jaw': the lower half drops and comes back, as in speech."""
+    vertices, faces = moving_sphere(frames)
+    base = vertices[0].copy()
+    lower = (base[:, 1] < 0)[None, :, None]
+    phase = np.linspace(0.0, 3.0 * np.pi, frames, dtype=np.float32)[:, None, None]
+    vertices = vertices + lower * np.array([0.0, -0.02, 0.005], np.float32) * np.abs(np.sin(phase))
+    return vertices.astype(np.float32), base, faces
+
+
+def test_blender_plays_the_glb_as_the_npy(blender, tmp_path):
+    from PIL import Image
+
+    check_glb = load_script()
+    vertices, base, faces = speaking_sphere(12)
+    glb, npy, png = tmp_path / "talk.glb", tmp_path / "talk.npy", tmp_path / "talk.png"
+    write_glb(vertices, faces, glb, FPS, base=base)
+    np.save(npy, vertices)
+    result, problems, _ = check_glb.check_blender(glb, blender, npy, png, size=64)
+    assert problems == [], result
+    assert result["frames_checked"] == 12 and result["file_fps"] == FPS == result["scene_fps"]
+    assert result["max_error_vs_npy_m"] <= check_glb.BLENDER_TOLERANCE_M
+    assert result["max_error_vs_file_m"] < 1e-6  # Blender evaluates the file as written
+    assert 0.0 <= result["key_values"][0] and result["key_values"][1] <= 1.0
+    assert result["shape_key_names"][0].startswith("motion_0_")
+    assert result["imported_scene_fps_property"] == FPS  # scene extras: a custom property in Blender
+    image = np.asarray(Image.open(png).convert("RGB"))
+    assert image.shape == (64, 64, 3) and np.ptp(image.reshape(-1, 3), axis=0).max() > 50  # something drawn
+
+
+def test_blender_check_catches_weights_outside_unit_range(blender, tmp_path):
+    """The old writer's signed weights: Blender clamps them, and the check says so."""
+    import pygltflib
+
+    check_glb = load_script()
+    vertices, base, faces = speaking_sphere(12)
+    write_glb(vertices, faces, tmp_path / "good.glb", FPS, base=base)
+    glb = pygltflib.GLTF2().load(str(tmp_path / "good.glb"))
+    blob = bytearray(glb.binary_blob())
+    primitive = glb.meshes[0].primitives[0]
+    for index, factor in [(t["POSITION"], 0.25) for t in primitive.targets] + [(glb.animations[0].samplers[0].output, 4.0)]:
+        accessor = glb.accessors[index]
+        view = glb.bufferViews[accessor.bufferView]
+        values = np.frombuffer(bytes(blob[view.byteOffset: view.byteOffset + view.byteLength]), np.float32) * factor
+        blob[view.byteOffset: view.byteOffset + view.byteLength] = values.astype(np.float32).tobytes()
+        if accessor.min:
+            accessor.min, accessor.max = [v * factor for v in accessor.min], [v * factor for v in accessor.max]
+    glb.set_binary_blob(bytes(blob))
+    glb.save_binary(str(tmp_path / "signed.glb"))  # the same motion by the glTF spec, weights up to 4
+    result, problems, notes = check_glb.check_blender(tmp_path / "signed.glb", blender)
+    assert result["ok"] and result["max_error_vs_file_m"] > 1e-3
+    assert any("from what the file says" in p for p in problems)
+
+
+def test_check_glb_with_blender_end_to_end(blender, tmp_path):
+    missing = tools_missing()
+    if missing:
+        pytest.skip(missing)
+    vertices, base, faces = speaking_sphere(12)
+    write_glb(vertices, faces, tmp_path / "talk.glb", FPS, base=base)
+    np.save(tmp_path / "talk.npy", vertices)
+    done = run_script(str(tmp_path / "talk.glb"), "--npy", str(tmp_path / "talk.npy"), "--render", str(tmp_path),
+                      "--no-install", "--cache", str(USER_CACHE), "--json", str(tmp_path / "report.json"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    result = report["results"][0]
+    assert result["validator"]["numErrors"] == 0 and result["three"]["morphTargets"] >= 1
+    assert result["blender"]["max_error_vs_npy_m"] <= 1e-4 and report["tools"]["blender"]
+    assert (tmp_path / "talk_blender.png").stat().st_size > 0
+    assert "Blender max error (mm)" in done.stdout
