@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(child(model, wav, out, int(threads), int(steps) or None)))
         return 0
 
-    from voxmesh.animate import _resolve_checkpoint, builtin_model_path
+    from voxmesh.animate import builtin_model_path, resolve_checkpoint
     from voxmesh.errors import VoxmeshError
 
     builtin = builtin_model_path(args.model)
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"The built-in model '{args.model}' is not available yet; pass a trained checkpoint folder with --model PATH.")
         return 0
     try:
-        folder = _resolve_checkpoint(args.model)
+        folder = resolve_checkpoint(args.model)
     except VoxmeshError as error:
         print(error)
         return 2

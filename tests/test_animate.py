@@ -168,7 +168,7 @@ def test_unknown_model_and_options(run, tmp_path):
     wav = speech(tmp_path / "a.wav", 0.3)
     result = runner.invoke(app, ["animate", str(wav), "-o", str(tmp_path / "o.npy"), "--model", str(tmp_path)])
     assert result.exit_code == 2 and "checkpoint folder" in result.output
-    with pytest.raises(VoxmeshError, match="does not take an emotion"):
+    with pytest.raises(VoxmeshError, match="takes no emotion or intensity"):
         voxmesh.load_model(run).animate(wav, emotion="happy")
     with pytest.raises(VoxmeshError, match="not one of this model's speakers"):
         voxmesh.load_model(run).animate(wav, speaker="nobody")

@@ -119,7 +119,7 @@ def test_evaluate_command_line(trained, tmp_path):
     assert "| static (template, unmoving) |" in result.output and f"wrote {out}.md and {out}.json" in result.output
     assert json.loads(Path(f"{out}.json").read_text())["rows"]["model"]["LVE"] > 0
     result = runner.invoke(app, ["evaluate", str(tmp_path), "--data", str(data)])
-    assert result.exit_code == 2 and result.output.count("\n") == 1 and result.output.startswith("error: Run folder")
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and result.output.startswith("error: Folder")
 
 
 def test_evaluation_streams_one_sequence_at_a_time(trained, tmp_path, monkeypatch):

@@ -9,6 +9,9 @@ memory does not grow with the length.
 from __future__ import annotations
 
 import inspect
+import math
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -16,41 +19,14 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from voxmesh.audio.io import SAMPLE_RATE, AudioStream, load_audio, to_mono_16k
+from voxmesh.audio.io import SAMPLE_RATE, AudioStream, audio_array, load_audio
+from voxmesh.data.presets import check_fps
 from voxmesh.errors import VoxmeshError
 from voxmesh.mesh.template import Template
+from voxmesh.train.checkpoint import BUILTIN_MODELS, builtin_model_path, resolve_checkpoint  # noqa: F401 (re-exported)
 
-# Built-in model names and their folders inside the package.
-BUILTIN_MODELS = {"default": "weights/default"}
-
-
-def builtin_model_path(name: str) -> Path | None:
-    relative = BUILTIN_MODELS.get(name)
-    if relative is None:
-        return None
-    return Path(__file__).resolve().parent / relative
-
-
-def _resolve_checkpoint(name_or_path: str | Path) -> Path:
-    path = builtin_model_path(str(name_or_path))
-    if path is not None:
-        if not (path / "model.json").is_file():
-            raise VoxmeshError(
-                f"The built-in model '{name_or_path}' is not in this installation ({path}); "
-                "pass a trained checkpoint folder with --model RUN."
-            )
-        return path
-    path = Path(name_or_path)
-    if (path / "model" / "model.json").is_file():  # a training run folder
-        return path / "model"
-    if (path / "model.json").is_file():
-        return path
-    known = ", ".join(sorted(BUILTIN_MODELS))
-    raise VoxmeshError(
-        f"Model {name_or_path} is neither a checkpoint folder (with model.json) nor a built-in name ({known}); "
-        "train one with `voxmesh train` or use a built-in name."
-    )
-
+# Seeds are numpy's and torch's: whole numbers below 2**32.
+MAX_SEED = 2**32
 
 def _accepted(function, options: dict[str, Any]) -> dict[str, Any]:
     parameters = inspect.signature(function).parameters
@@ -93,6 +69,9 @@ class AnimationModel:
         self.info = info
         self.device = device
         self.fps = float(info.get("fps", getattr(model, "fps", 30.0)))
+        if not (math.isfinite(self.fps) and self.fps > 0):  # checkpoints are checked on reading; this is for models built in code
+            raise VoxmeshError(f"The model's frame rate {self.fps} is not a positive number; give the fps it was "
+                               "trained at, such as 30.")
         self.window_seconds = window_seconds
         self.overlap_seconds = overlap_seconds
 
@@ -117,13 +96,18 @@ class AnimationModel:
         """-1 (a mixture of every training speaker's style) for None."""
         if speaker is None:
             return -1
-        if isinstance(speaker, int) or (isinstance(speaker, str) and speaker.lstrip("-").isdigit()):
+        if isinstance(speaker, (bool, np.bool_)) or not isinstance(speaker, (str, int, np.integer)):
+            raise VoxmeshError(f"Speaker {speaker!r} is not a speaker's name or index; give a name such as "
+                               f"'{(self.speakers or ['A'])[0]}', an index from 0, or None for a mixture of all.")
+        if isinstance(speaker, (int, np.integer)) or (isinstance(speaker, str) and speaker.lstrip("-").isdigit()):
             index = int(speaker)
             if not -1 <= index < len(self.speakers):
-                raise VoxmeshError(f"Speaker {index} is out of range; this model knows {len(self.speakers)} speakers (0-{len(self.speakers) - 1}).")
+                raise VoxmeshError(f"Speaker {index} is out of range; give an index from 0 to {len(self.speakers) - 1} (this model knows "
+                                   f"{len(self.speakers)} speakers) or leave it out.")
             return index
         if speaker not in self.speakers:
-            raise VoxmeshError(f"Speaker '{speaker}' is not one of this model's speakers ({', '.join(self.speakers)}).")
+            raise VoxmeshError(f"Speaker '{speaker}' is not one of this model's speakers; give one of {', '.join(self.speakers)}, "
+                               "or leave it out for a mixture of all.")
         return self.speakers.index(speaker)
 
     @property
@@ -134,16 +118,17 @@ class AnimationModel:
     def emotion_options(self, emotion: str | None, intensity: int | None) -> dict[str, torch.Tensor]:
         if not self.takes_emotion:
             if emotion is not None or intensity is not None:
-                raise VoxmeshError(f"This {self.method} model does not take an emotion; use an EmoFace model for --emotion.")
+                raise VoxmeshError(f"This {self.method} model takes no emotion or intensity; leave out --emotion and "
+                                   "--intensity, or use an EmoFace model.")
             return {}
         options: dict[str, torch.Tensor] = {}
         if emotion is not None:
             if emotion not in self.emotions:
-                raise VoxmeshError(f"Emotion '{emotion}' is not one of this model's emotions ({', '.join(self.emotions)}).")
+                raise VoxmeshError(f"Emotion '{emotion}' is not one of this model's emotions; give one of {', '.join(self.emotions)}.")
             options["emotion_ids"] = torch.tensor([self.emotions.index(emotion)], device=self.device)
         if intensity is not None:
-            if intensity not in (1, 2):
-                raise VoxmeshError(f"Intensity {intensity} must be 1 (normal) or 2 (strong).")
+            if isinstance(intensity, bool) or intensity not in (1, 2):
+                raise VoxmeshError(f"Intensity {intensity!r} is not one this model knows; give 1 (normal) or 2 (strong).")
             options["intensity_ids"] = torch.tensor([intensity - 1], device=self.device)
         return options
 
@@ -157,7 +142,18 @@ class AnimationModel:
             # readable, finite and in metres (a face exported in millimetres is refused)
             vertices, source = load_face(template, reference=self.template.vertices), str(template)
         else:
-            vertices, source = np.asarray(template, dtype=np.float32).reshape(-1, 3), "the template"
+            from voxmesh.mesh.template import scale_problem
+
+            source = "the template array"
+            try:
+                vertices = np.asarray(template, dtype=np.float32).reshape(-1, 3)
+            except (TypeError, ValueError):
+                raise VoxmeshError(f"The template is a {type(template).__name__}, not [V, 3] vertex coordinates; "
+                                   "pass a float array or a face file.") from None
+            if np.all(np.isfinite(vertices)):  # units are judged on finite faces; NaN is refused below
+                problem = scale_problem(vertices, "The template array", self.template.vertices)
+                if problem:
+                    raise VoxmeshError(problem)
         if vertices.shape[0] != self.template.num_vertices:
             raise VoxmeshError(
                 f"{source} has {vertices.shape[0]} vertices but the model animates {self.template.num_vertices}; "
@@ -168,23 +164,52 @@ class AnimationModel:
         return vertices
 
     # ---- animation ---------------------------------------------------------------------
-    @torch.no_grad()
+    def check_conditions(self, *, speaker: str | int | None = None, emotion: str | None = None,
+                         intensity: int | None = None, seed: int = 0, steps: int | None = None,
+                         template: np.ndarray | str | Path | None = None, **ignored: Any) -> dict[str, Any]:
+        """Check every condition before any work (a video encoder is not started for a
+        speaker the model does not know); return the resolved ones."""
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < MAX_SEED:
+            raise VoxmeshError(f"Seed {seed!r} is not a whole number from 0 to {MAX_SEED - 1}; give one such as 0.")
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
+            raise VoxmeshError(f"Steps {steps!r} must be a whole number of 1 or more; give one such as 25.")
+        return {"speaker_ids": torch.tensor([self.speaker_index(speaker)], device=self.device),
+                "options": dict(self.emotion_options(emotion, intensity), **({"steps": int(steps)} if steps else {})),
+                "neutral": torch.from_numpy(self.neutral_face(template))[None].to(self.device),
+                "seed": int(seed)}
+
     def iter_animation(self, audio: np.ndarray | str | Path, *, speaker: str | int | None = None,
                        emotion: str | None = None, intensity: int | None = None, seed: int = 0,
                        steps: int | None = None, template: np.ndarray | str | Path | None = None,
                        sample_rate: int = SAMPLE_RATE, progress: bool = False) -> Iterator[np.ndarray]:
-        """Yield blocks of frames ``[n, V, 3]`` (float32) covering the audio in order."""
-        settings = (speaker, emotion, intensity, seed, steps, template, progress)
-        if isinstance(audio, (str, Path)):  # decoded a window at a time: memory flat in the file's length
-            with AudioStream(audio) as stream:
-                yield from self._windows(stream.num_samples, stream.read, *settings)
-        else:
-            samples = to_mono_16k(np.asarray(audio, dtype=np.float32), sample_rate, source="the audio array")
-            yield from self._windows(len(samples), lambda first, last: samples[first:last], *settings)
+        """Blocks of frames ``[n, V, 3]`` (float32) covering the audio in order. The
+        audio and every condition are checked when this is called, before the first block."""
+        conditions = self.check_conditions(speaker=speaker, emotion=emotion, intensity=intensity, seed=seed,
+                                           steps=steps, template=template)
+        if isinstance(audio, (str, Path, bytes)):  # decoded a window at a time: memory flat in the file's length
+            stream = AudioStream(os.fsdecode(audio))
+            self.check_length(stream.num_samples, f"Audio file {stream.path}")
+            return self._stream_windows(stream, conditions, progress)
+        samples = audio_array(audio, sample_rate)
+        self.check_length(len(samples), "The audio array")
+        return self._windows(len(samples), lambda first, last: samples[first:last], conditions, progress)
+
+    def check_length(self, num_samples: int, source: str) -> int:
+        """The number of frames of ``num_samples`` at 16 kHz; audio shorter than one frame is refused."""
+        from voxmesh.audio.features import mesh_frames
+
+        frames = mesh_frames(num_samples, self.fps)
+        if frames < 1:
+            raise VoxmeshError(f"{source} lasts {num_samples / SAMPLE_RATE:.3f} s, shorter than one frame at "
+                               f"{self.fps:g} fps ({0.5 / self.fps:.3f} s); give a longer recording.")
+        return frames
+
+    def _stream_windows(self, stream: AudioStream, conditions: dict[str, Any], progress: bool) -> Iterator[np.ndarray]:
+        with stream:
+            yield from self._windows(stream.num_samples, stream.read, conditions, progress)
 
     @torch.no_grad()
-    def _windows(self, num_samples: int, read, speaker, emotion, intensity, seed, steps, template,
-                 progress) -> Iterator[np.ndarray]:
+    def _windows(self, num_samples: int, read, conditions: dict[str, Any], progress: bool) -> Iterator[np.ndarray]:
         """The blocks of :meth:`iter_animation` for audio of ``num_samples`` at 16 kHz
         whose samples ``[first, last)`` ``read(first, last)`` returns (first only grows)."""
         from tqdm import tqdm
@@ -193,11 +218,7 @@ class AnimationModel:
         from voxmesh.eval.evaluate import sequence_features
 
         total = mesh_frames(num_samples, self.fps)
-        neutral = torch.from_numpy(self.neutral_face(template))[None].to(self.device)
-        speaker_ids = torch.tensor([self.speaker_index(speaker)], device=self.device)
-        options: dict[str, Any] = dict(self.emotion_options(emotion, intensity))
-        if steps is not None:
-            options["steps"] = int(steps)
+        neutral, speaker_ids, options, seed = (conditions[k] for k in ("neutral", "speaker_ids", "options", "seed"))
         plan = plan_windows(total, max(1, int(round(self.window_seconds * self.fps))),
                             int(round(self.overlap_seconds * self.fps)))
         pending: np.ndarray | None = None  # the previous window's overlapping tail
@@ -230,7 +251,7 @@ def load_model(name_or_path: str | Path = "default", device: str = "cpu", **sett
     folder, or its ``model`` folder)."""
     from voxmesh.train.checkpoint import load_checkpoint, load_checkpoint_template, read_checkpoint_info
 
-    folder = _resolve_checkpoint(name_or_path)
+    folder = resolve_checkpoint(name_or_path)
     info = read_checkpoint_info(folder)
     model = load_checkpoint(folder, device=device)
     return AnimationModel(model, load_checkpoint_template(folder), info, device=device, **settings)
@@ -271,18 +292,23 @@ def load_sequence_file(path: str | Path, num_vertices: int) -> np.ndarray:
 def animate_to_file(animation: AnimationModel, audio_path: str | Path, out: str | Path, *, fmt: str | None = None,
                     fps: float | None = None, side_by_side: str | Path | None = None, overwrite: bool = False,
                     progress: bool = False, **options: Any) -> dict:
-    """Animate one audio file and write ``out`` in the format its extension names."""
+    """Animate one audio file and write ``out`` in the format its extension names.
+    Everything is checked before the first byte is written (conditions, the audio's
+    length, the output); the output appears only when whole, and without ``overwrite``
+    never replaces a file, even one that another run wrote meanwhile."""
     from voxmesh.audio.features import mesh_frames
     from voxmesh.data.synthetic.sheet import vertex_colors_for
     from voxmesh.files import refuse_existing
     from voxmesh.render.export import write_glb, write_mesh_frames, write_npy_stream
     from voxmesh.render.video import encode_video
 
+    audio_path = Path(os.fsdecode(audio_path))
     out = Path(out)
     kind = output_format(out, fmt)
-    refuse_existing(out, overwrite=overwrite)
+    refuse_existing(out, overwrite=overwrite, folder_of=FRAME_FILE.match if kind in ("obj", "ply") else None)
     native = animation.fps
-    target_fps = float(fps) if fps else native
+    target_fps = check_fps(fps) if fps is not None else native
+    animation.check_conditions(**options)
     streaming = abs(target_fps - native) < 1e-9 and side_by_side is None
     if streaming and kind in ("npy", "obj", "ply"):
         # Nothing of these needs the whole recording at once: it is decoded a window at a time.
@@ -291,7 +317,11 @@ def animate_to_file(animation: AnimationModel, audio_path: str | Path, out: str 
     else:
         samples = load_audio(audio_path)
         num_samples, source = len(samples), samples
+    animation.check_length(num_samples, f"Audio file {audio_path}")
     num_vertices = animation.template.num_vertices
+    truth = None
+    if side_by_side is not None:
+        truth = resample_frames(load_sequence_file(side_by_side, num_vertices), native, target_fps)
     colors = vertex_colors_for(animation.template)
     extra: dict = {}  # what a format adds to the summary
     if streaming:
@@ -303,34 +333,37 @@ def animate_to_file(animation: AnimationModel, audio_path: str | Path, out: str 
         blocks = iter([vertices])
 
     if kind == "npy":
-        write_npy_stream(blocks, out, total, num_vertices)
+        write_npy_stream(blocks, out, total, num_vertices, overwrite=overwrite)
     elif kind in ("obj", "ply"):
-        write_mesh_frames(blocks, out, animation.faces, kind)
+        write_mesh_frames(blocks, out, animation.faces, kind, overwrite=overwrite)
     elif kind == "glb":
         vertices = np.concatenate(list(blocks), axis=0)
         base = animation.neutral_face(options.get("template"))
-        written = write_glb(vertices, animation.faces, out, target_fps, base=base, vertex_colors=colors)
+        written = write_glb(vertices, animation.faces, out, target_fps, base=base, vertex_colors=colors,
+                            overwrite=overwrite)
         extra = {"morph_targets": written["morph_targets"], "max_error_m": written["max_error_m"]}
     elif kind == "mp4":
         from voxmesh.render.rasterizer import Renderer
 
         reference = animation.neutral_face(options.get("template"))
         renderer = Renderer(animation.faces, width=512, height=512, reference_vertices=reference, vertex_colors=colors)
-        if side_by_side is not None:
-            truth = resample_frames(load_sequence_file(side_by_side, num_vertices), native, target_fps)
-
+        if truth is not None:
             def frames():
                 for k, frame in enumerate(np.concatenate(list(blocks), axis=0)):
                     gt = truth[min(k, len(truth) - 1)]
                     yield np.concatenate([renderer.render(frame), renderer.render(gt)], axis=1)
 
-            encode_video(frames(), out, target_fps, 1024, 512, samples)
+            encode_video(frames(), out, target_fps, 1024, 512, samples, overwrite=overwrite)
         else:
             def frames():
                 for block in blocks:
                     for frame in block:
                         yield renderer.render(frame)
 
-            encode_video(frames(), out, target_fps, 512, 512, samples)
+            encode_video(frames(), out, target_fps, 512, 512, samples, overwrite=overwrite)
     return {"path": str(out), "format": kind, "frames": total, "fps": target_fps,
             "seconds": num_samples / SAMPLE_RATE, **extra}
+
+
+# The entries of a folder of mesh frames: what --overwrite may replace.
+FRAME_FILE = re.compile(r"^frame_\d{5,}\.(obj|ply)$")

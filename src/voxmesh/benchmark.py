@@ -37,6 +37,7 @@ import numpy as np
 
 from voxmesh.errors import VoxmeshError
 from voxmesh.files import atomic_path, refuse_existing
+from voxmesh.runtime import resolve_device
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -299,7 +300,7 @@ def _memory_child(spec_path: str) -> dict[str, Any]:
 
     spec = json.loads(Path(spec_path).read_text())
     device = spec["device"]
-    arrays = np.load(spec["arrays"])
+    arrays = np.load(spec["arrays"], allow_pickle=False)
     model = load_checkpoint(spec["checkpoint"], device=device)
     sequence = _synthetic_sequence(arrays["audio"], arrays["template"], spec["subject"], spec["fps"])
     speaker = list(model.speakers).index(spec["subject"]) if spec["subject"] in model.speakers else 0
@@ -494,9 +495,10 @@ def run_benchmark(data: str | Path, runs: str | Path, out: str | Path = "docs/be
                                f"the same setting ({'with' if previous.get('quick') else 'without'} --quick).")
     else:
         # Before hours of training, not after: a report that exists is replaced only on request.
-        refuse_existing(markdown, json_path, figures if figures.is_dir() and any(figures.iterdir()) else None,
-                        overwrite=overwrite, instead="choose another --out")
-    device = str(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        refuse_existing(markdown, json_path, overwrite=overwrite, instead="choose another --out")
+        if figures.is_dir() and any(figures.iterdir()):  # the plots' folder: replaced with the report
+            refuse_existing(figures, overwrite=overwrite, instead="choose another --out", folder_of=lambda name: True)
+    device = str(resolve_device(device))
     synthesized = None
     if not (data / "manifest.jsonl").is_file() and not (data / "wav").is_dir():
         synthesized = "tiny" if quick else "small"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -24,16 +26,37 @@ data_app = typer.Typer(help="Inspect datasets in the shared layout.", no_args_is
 app.add_typer(data_app, name="data")
 
 
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM (timeout, docker stop, batch schedulers) unwinds like Ctrl-C: every
+    writer's cleanup runs, so no temporary or partial output is left."""
+    raise SystemExit(128 + signum)
+
+
 def user_errors(command: Callable) -> Callable:
     """Print a VoxmeshError as one line on stderr and exit with status 2."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        from voxmesh.files import os_error_sentence
+
+        # While the command works, SIGTERM unwinds like Ctrl-C (see _terminated); afterwards
+        # the previous handler is back, so a late signal cannot interrupt the interpreter's exit.
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
         try:
             return command(*args, **kwargs)
         except VoxmeshError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        except OSError as exc:  # disk full, read-only folder, ...: the writers have removed their partial files
+            sentence = os_error_sentence(exc)
+            if sentence is None:
+                raise
+            typer.echo(f"error: {sentence}", err=True)
+            raise typer.Exit(2) from None
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 
@@ -60,7 +83,10 @@ def data_check(
 ) -> None:
     """Count sequences and durations, and list every problem found, one a line."""
     from voxmesh.data.check import check_dataset
+    from voxmesh.data.presets import check_fps
 
+    if fps is not None:
+        check_fps(fps)
     report = check_dataset(directory, preset=preset, fps=fps, progress=sys.stderr.isatty())
     for line in report.summary_lines():
         typer.echo(line)
@@ -117,7 +143,11 @@ def synth(
     from voxmesh.files import refuse_existing
 
     if out is None and contact_sheet is None:
-        raise VoxmeshError("Give an output folder to synthesize, or --contact-sheet PNG, or both.")
+        raise VoxmeshError("Nothing to write was given; name an output folder to synthesize, or --contact-sheet PNG, or both.")
+    if workers is not None and workers < 1:
+        raise VoxmeshError(f"--workers {workers} must be 1 or more; leave it out to use the CPU count.")
+    if contact_sheet is not None and contact_sheet.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise VoxmeshError(f"Contact sheet {contact_sheet} is neither .png nor .jpg; name it SHEET.png.")
     # Both outputs are checked before either is written (the dataset's own check comes
     # first thing in synthesize_dataset, before the contact sheet is drawn).
     refuse_existing(contact_sheet, overwrite=overwrite)
@@ -151,6 +181,9 @@ def train_command(
     """Train a method on a dataset (one CPU, one GPU, or many through `accelerate launch -m voxmesh.cli train`)."""
     from voxmesh.train.config import load_config
     from voxmesh.train.trainer import train
+
+    if out.exists() and not out.is_dir():
+        raise VoxmeshError(f"Run folder {out} is a file; choose a folder name for --out.")
 
     summary = train(load_config(config, overrides or []), data, out, stage=stage, resume=resume,
                     progress=sys.stderr.isatty(), overwrite=overwrite)
@@ -239,11 +272,13 @@ def animate_command(
 ) -> None:
     """Turn speech into an animated face: video with sound, arrays, mesh frames or glTF."""
     from voxmesh.animate import (
+        FRAME_FILE,
         OUTPUT_FORMATS,
         animate_to_file,
         load_model,
         output_format,
     )
+    from voxmesh.data.presets import check_fps
     from voxmesh.files import refuse_existing
 
     if samples < 1:
@@ -251,8 +286,12 @@ def animate_command(
     if fmt is not None and fmt not in OUTPUT_FORMATS:
         raise VoxmeshError(f"--format {fmt} is not one of {', '.join(OUTPUT_FORMATS)}.")
     for path in speech:
+        if path.is_dir():
+            raise VoxmeshError(f"Audio file {path} is a folder; give the sound files in it (such as {path}/*.wav).")
         if not path.is_file():
             raise VoxmeshError(f"Audio file {path} does not exist; check the path.")
+    if fps is not None:
+        check_fps(fps)
     batch = len(speech) > 1 or samples > 1
     if batch and output.suffix:
         raise VoxmeshError(f"With several inputs or samples, -o must be a folder, not {output}.")
@@ -268,7 +307,15 @@ def animate_command(
             output_format(target, kind)  # an unknown extension is refused here, before any work
             jobs.append((path, k, target))
     # Every output is checked before the first is written: a batch is refused whole, not halfway.
-    refuse_existing(*(target for _, _, target in jobs), overwrite=overwrite)
+    seen: dict[Path, Path] = {}
+    for path, _, target in jobs:
+        if target in seen and seen[target] != path:
+            raise VoxmeshError(f"Inputs {seen[target]} and {path} would both write {target}; rename one of them "
+                               "or animate them in separate runs.")
+        seen[target] = path
+    frames = kind in ("obj", "ply") or (kind is None and output_format(output) in ("obj", "ply"))
+    refuse_existing(*(target for _, _, target in jobs), overwrite=overwrite,
+                    folder_of=FRAME_FILE.match if frames else None)
     animation = load_model(model)
     if template is not None:
         from voxmesh.mesh.template import load_face

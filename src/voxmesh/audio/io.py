@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile
@@ -24,6 +25,38 @@ def to_mono_16k(samples: np.ndarray, sample_rate: int, *, source: str = "audio")
     if sample_rate != SAMPLE_RATE and samples.size:
         samples = soxr.resample(samples, sample_rate, SAMPLE_RATE, quality="HQ").astype(np.float32, copy=False)
     return np.ascontiguousarray(samples, dtype=np.float32)
+
+
+def audio_array(samples: Any, sample_rate: Any) -> np.ndarray:
+    """Mono 16 kHz float32 ``[samples_16k]`` from an array as people hand one over:
+    float samples in [-1, 1] or integer PCM (int16, int32, uint8; scaled to [-1, 1]),
+    ``[samples]``, ``[samples, channels]`` or channels-first ``[channels, samples]``
+    (at most 8 channels, fewer than samples), at ``sample_rate``. Anything else is
+    refused in one sentence rather than used unscaled or misread."""
+    if isinstance(sample_rate, (bool, np.bool_)) or not isinstance(sample_rate, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(sample_rate) or sample_rate <= 0:
+        raise VoxmeshError(f"Sample rate {sample_rate!r} is not a positive number of samples a second; give the rate "
+                           "the audio was recorded at, such as 16000.")
+    try:
+        array = np.asarray(samples)
+    except (TypeError, ValueError):
+        array = np.asarray([], dtype=object)
+    if array.dtype.kind not in "fiu" or array.ndim not in (1, 2):
+        raise VoxmeshError(f"The audio array is {array.dtype} of shape {array.shape}; give float samples in [-1, 1] "
+                           "or integer PCM, as [samples] or [samples, channels].")
+    if array.dtype.kind == "i":
+        array = array.astype(np.float32) / np.float32(2 ** (8 * array.dtype.itemsize - 1))
+    elif array.dtype.kind == "u":
+        half = np.float32(2 ** (8 * array.dtype.itemsize - 1))
+        array = (array.astype(np.float32) - half) / half
+    else:
+        peak = float(np.nanmax(np.abs(array))) if array.size and np.isfinite(array).any() else 0.0
+        if peak > 2.0:  # integer PCM values stored as floats: used as they are, the face would be wrong
+            raise VoxmeshError(f"The audio array peaks at {peak:.4g}, far outside [-1, 1]; divide 16-bit samples by "
+                               "32768 (or pass the int16 array itself).")
+    if array.ndim == 2 and array.shape[0] <= 8 and array.shape[0] < array.shape[1]:
+        array = array.T  # channels first, as torchaudio and librosa give them
+    return to_mono_16k(array, int(round(float(sample_rate))), source="The audio array")
 
 
 def _mono(samples: np.ndarray, source: str) -> np.ndarray:

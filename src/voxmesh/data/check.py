@@ -114,7 +114,7 @@ def check_dataset(root: str | Path, preset: str | Preset = "generic", fps: float
         frames = None
         if record.vertices_path is not None:
             try:
-                array = np.load(record.vertices_path, mmap_mode="r")
+                array = np.load(record.vertices_path, mmap_mode="r", allow_pickle=False)
                 frames = array.shape[0] if array.ndim >= 1 else 0
                 if array.ndim not in (2, 3) or frames == 0:
                     problems.append(f"{rel_npy}: shape {array.shape} is not [frames, V*3].")

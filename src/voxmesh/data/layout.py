@@ -304,7 +304,7 @@ class FaceDataset(torch.utils.data.Dataset):
 def load_vertices(path: Path, num_vertices: int) -> np.ndarray:
     """float32 ``[T, V, 3]`` from a vertices_npy file of ``[T, V*3]`` (or ``[T, V, 3]``)."""
     try:
-        array = np.load(path)
+        array = np.load(path, allow_pickle=False)
     except Exception as exc:
         raise VoxmeshError(f"Cannot read vertex file {path} ({type(exc).__name__}); re-save it with numpy.save.") from None
     if array.ndim == 2 and array.shape[1] == num_vertices * 3:

@@ -3,9 +3,10 @@ frame rates, and the standard splits the papers use."""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from voxmesh.errors import VoxmeshError
 
@@ -178,8 +179,22 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def check_fps(fps: Any, option: str = "--fps") -> float:
+    """A frame rate given by a user: a positive, finite number."""
+    try:
+        value = float(fps)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if isinstance(fps, bool) or not (math.isfinite(value) and value > 0):
+        shown = f"{fps:g}" if isinstance(fps, float) else fps
+        raise VoxmeshError(f"{option} {shown} is not a positive frame rate; give one such as 30.")
+    return value
+
+
 def get_preset(name: str | Preset, fps: float | None = None) -> Preset:
     """A preset by name; ``fps`` overrides the generic preset's frame rate (disk and use)."""
+    if fps is not None:
+        fps = check_fps(fps)
     if isinstance(name, Preset):
         return name
     key = name.lower().replace("-", "").replace("_", "")

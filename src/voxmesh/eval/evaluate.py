@@ -41,6 +41,7 @@ from voxmesh.eval.metrics import (
     diversity,
 )
 from voxmesh.files import atomic_path, refuse_existing
+from voxmesh.runtime import resolve_device
 
 METRIC_ORDER = ("LVE", "EVE", "FDD", "FDD_abs", "MVE", "MOD", "lip_closure", "diversity")
 
@@ -168,16 +169,6 @@ def _constant(face: np.ndarray, frames: int) -> np.ndarray:
 
 # ---- the evaluation ----------------------------------------------------------------------
 
-def _checkpoint_folder(run: Path) -> Path:
-    from voxmesh.train.checkpoint import META_FILE
-
-    if (run / "model" / META_FILE).is_file():
-        return run / "model"
-    if (run / META_FILE).is_file():
-        return run
-    raise VoxmeshError(f"Run folder {run} holds no trained model ({run / 'model'} is missing); finish `voxmesh train` first.")
-
-
 def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out: str | Path | None = None,
                  preset: str | None = None, fps: float | None = None, seed: int = 0,
                  device: str | torch.device | None = None, progress: bool = False,
@@ -205,18 +196,18 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
     (the model's metrics for each speaker condition), ``units``, ``masks``, counts."""
     from voxmesh.audio.features import FeatureCache
     from voxmesh.data.presets import canonical_split
-    from voxmesh.train.checkpoint import load_checkpoint, read_checkpoint_info
+    from voxmesh.train.checkpoint import load_checkpoint, read_checkpoint_info, resolve_checkpoint
 
     if samples < 1:
         raise VoxmeshError(f"samples is {samples}; give 1 (no diversity) or more samples a sequence.")
     if emotion_source not in ("heard", "label"):
         raise VoxmeshError(f"emotion_source is '{emotion_source}'; use 'heard' (from the voice) or 'label'.")
     run = Path(run)
-    folder = _checkpoint_folder(run)
+    folder = resolve_checkpoint(run)
     info = read_checkpoint_info(folder)
     trained = info.get("data") or {}
     preset = preset or trained.get("preset") or "generic"
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     dataset = FaceDataset(data_dir, preset=preset, fps=fps if fps is not None else info["fps"])
     if abs(dataset.fps - float(info["fps"])) > 1e-6:
         raise VoxmeshError(
@@ -372,10 +363,16 @@ class EmotionConfusion:
 
 
 def _output_paths(run: Path, split: str, out: str | Path | None) -> tuple[Path, Path]:
+    """The report's .md and .json: ``out`` (a folder gets eval_<split> inside), or beside
+    the run (in the current folder for a built-in model, which lives in the package)."""
     if out is None:
-        base = run / f"eval_{split}"
+        from voxmesh.train.checkpoint import builtin_model_path
+
+        base = (Path(f"eval_{run}_{split}") if builtin_model_path(str(run)) is not None else run / f"eval_{split}")
         return base.with_suffix(".md"), base.with_suffix(".json")
     out = Path(out)
+    if out.is_dir():
+        out = out / f"eval_{split}"
     if out.suffix.lower() in (".md", ".json"):
         return out.with_suffix(".md"), out.with_suffix(".json")
     return Path(str(out) + ".md"), Path(str(out) + ".json")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from voxmesh.errors import VoxmeshError
-from voxmesh.files import atomic_path, content_hash
+from voxmesh.files import atomic_path, content_hash, read_data_pickle
 
 # Names a FLAME_masks.pkl uses, mapped to voxmesh's region names.
 FLAME_MASK_ALIASES = {"eye_region": "eyes", "lips": "lips", "forehead": "forehead"}
@@ -242,13 +242,11 @@ def load_templates(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise VoxmeshError(f"Templates file {path} does not exist; every dataset needs templates.pkl.")
-    try:
-        with open(path, "rb") as fh:
-            raw = pickle.load(fh, encoding="latin1")
-    except Exception as exc:
-        raise VoxmeshError(f"Cannot read templates file {path} ({type(exc).__name__}); rewrite it as a pickled dict.") from None
+    # Datasets travel between labs: the pickle is read as data, never run.
+    raw = read_data_pickle(path, "Templates file", "a dict of subject name to [V, 3] vertex array")
     if not isinstance(raw, dict):
-        raise VoxmeshError(f"Templates file {path} holds a {type(raw).__name__}, not a dict of subject to [V, 3] array.")
+        raise VoxmeshError(f"Templates file {path} holds a {type(raw).__name__}, not a dict; store a dict of subject "
+                           "name to [V, 3] vertex array.")
     templates = {}
     for subject, verts in raw.items():
         try:
@@ -299,8 +297,10 @@ def load_flame_masks(path: str | Path) -> dict[str, np.ndarray]:
     """Regions from FLAME's ``FLAME_masks.pkl``. Keys are kept as they are, and the
     ones voxmesh uses get their voxmesh names too (``eye_region`` -> ``eyes``); the
     upper face is eyes plus forehead, as in the papers' FDD masks."""
-    with open(path, "rb") as fh:
-        masks = pickle.load(fh, encoding="latin1")
+    masks = read_data_pickle(path, "Masks file", "a dict of region name to vertex indices")
+    if not isinstance(masks, dict):
+        raise VoxmeshError(f"Masks file {path} holds a {type(masks).__name__}, not a dict of region name to vertex "
+                           "indices; store the regions as FLAME_masks.pkl does.")
     regions = {str(k): np.asarray(v, dtype=np.int64).ravel() for k, v in masks.items()}
     for flame_name, ours in FLAME_MASK_ALIASES.items():
         if flame_name in regions:

@@ -4,6 +4,7 @@ image (methods side by side, frames of a sequence, error maps)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -107,6 +108,9 @@ def contact_sheet(
             draw.text((x, y), text, fill=_TEXT_COLOR, font=font)
     sheet = np.asarray(canvas, dtype=np.uint8).copy()
     if path is not None:
+        kind = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(Path(path).suffix.lower())
+        if kind is None:
+            raise VoxmeshError(f"Contact sheet {path} is neither .png nor .jpg; name it SHEET.png.")
         with atomic_path(path) as tmp:
-            canvas.save(tmp, format="PNG")
+            canvas.save(tmp, format=kind, **({"quality": 92} if kind == "JPEG" else {}))
     return sheet

@@ -3,6 +3,10 @@ wheel ships (no system package), H.264 + AAC in .mp4, written atomically."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -12,7 +16,7 @@ import soundfile
 
 from voxmesh.audio.io import SAMPLE_RATE, load_audio
 from voxmesh.errors import VoxmeshError
-from voxmesh.files import atomic_path
+from voxmesh.files import atomic_path, process_alive
 from voxmesh.render.rasterizer import Renderer
 
 
@@ -23,13 +27,21 @@ def ffmpeg_executable() -> str:
 
 
 def encode_video(frames, path: str | Path, fps: float, width: int, height: int,
-                 audio: np.ndarray | None = None, sample_rate: int = SAMPLE_RATE) -> None:
+                 audio: np.ndarray | None = None, sample_rate: int = SAMPLE_RATE, *, overwrite: bool = True) -> int:
     """Encode an iterable of uint8 ``[H, W, 3]`` frames (and optional mono audio
-    ``[samples]``) to ``path`` (.mp4). The file appears only when complete."""
+    ``[samples]``) to ``path`` (.mp4). The file appears only when complete: every frame
+    reached ffmpeg, ffmpeg finished cleanly and the file holds that many frames. An
+    error while frames are made (or a signal) stops ffmpeg and leaves nothing. Without
+    ``overwrite`` a file that another run wrote meanwhile is not replaced. Returns the
+    number of frames."""
     path = Path(path)
     if path.suffix.lower() != ".mp4":
-        raise VoxmeshError(f"Video output {path} must end in .mp4.")
-    with tempfile.TemporaryDirectory(prefix="voxmesh-video-") as scratch, atomic_path(path) as tmp:
+        raise VoxmeshError(f"Video output {path} must end in .mp4; name it OUT.mp4.")
+    if not (np.isfinite(fps) and fps > 0):
+        raise VoxmeshError(f"Frame rate {fps} of {path} is not a positive number; give one such as 30.")
+    _remove_stale_scratch()
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as scratch, \
+            atomic_path(path, replace=overwrite) as tmp:
         command = [ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-y",
                    "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{fps:g}", "-i", "-"]
         if audio is not None and len(audio):
@@ -39,18 +51,69 @@ def encode_video(frames, path: str | Path, fps: float, width: int, height: int,
         # yuv420p needs even sizes; most players need yuv420p.
         command += ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
                     "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-movflags", "+faststart", "-f", "mp4", str(tmp)]
-        process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        written = _pipe_frames(frames, command, Path(scratch) / "ffmpeg.log", path, (height, width, 3))
+        if written == 0:
+            raise VoxmeshError(f"No frames were made for {path}; give audio of at least one frame's length.")
+        received = count_video_frames(tmp)
+        if received != written:
+            raise VoxmeshError(f"ffmpeg wrote {received} of the {written} frames of {path}; "
+                               "nothing was kept, so run the command again.")
+    return written
+
+
+# ffmpeg's scratch folders (the audio track) are named after the process that made them,
+# so that a run can remove those of killed runs.
+SCRATCH_PREFIX = "voxmesh-video-"
+
+
+def _remove_stale_scratch() -> None:
+    for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
+        pid = folder.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if folder.is_dir() and (not pid.isdigit() or not process_alive(int(pid))):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _pipe_frames(frames, command: list[str], log: Path, path: Path, shape: tuple[int, int, int]) -> int:
+    """Run ffmpeg with ``command`` and write each frame to its standard input; return
+    how many it took. Whatever happens, ffmpeg has ended when this returns: an error
+    (or Ctrl-C, SIGTERM) while frames are made kills it. ffmpeg runs in a session of its
+    own, so a Ctrl-C meant for voxmesh reaches voxmesh, which stops it."""
+    with open(log, "wb") as errors:
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors,
+                                   start_new_session=True)
+        written, stopped_early = 0, False
         try:
             for frame in frames:
-                process.stdin.write(np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
+                frame = np.ascontiguousarray(frame, dtype=np.uint8)
+                if frame.shape != shape:
+                    raise ValueError(f"frame {written} has shape {frame.shape}, expected {shape}")
+                process.stdin.write(frame.tobytes())
+                written += 1
             process.stdin.close()
-        except BrokenPipeError:
-            pass
+        except BrokenPipeError:  # ffmpeg ended before it had every frame
+            stopped_early = True
+        except BaseException:
+            process.kill()
+            raise
         finally:
-            error = process.stderr.read().decode(errors="replace").strip()
+            with contextlib.suppress(BrokenPipeError, OSError):
+                process.stdin.close()
             code = process.wait()
-        if code != 0:
-            raise VoxmeshError(f"ffmpeg could not write {path} ({error.splitlines()[-1] if error else code}).")
+    if code != 0 or stopped_early:
+        lines = log.read_text(errors="replace").strip().splitlines()
+        reason = lines[-1] if lines else (f"it stopped after {written} frames" if stopped_early else f"status {code}")
+        raise VoxmeshError(f"ffmpeg could not write {path} ({reason}); nothing was kept, so check the disk and "
+                           "run the command again.")
+    return written
+
+
+def count_video_frames(path: str | Path) -> int:
+    """The number of frames of the first video stream of ``path`` (0 if it has none),
+    counted by ffmpeg from the container without decoding."""
+    done = subprocess.run([ffmpeg_executable(), "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0?",
+                           "-c", "copy", "-f", "null", "-"], capture_output=True, text=True, check=False)
+    counts = re.findall(r"frame=\s*(\d+)", done.stderr)
+    return int(counts[-1]) if counts else 0
 
 
 def to_video(vertices: np.ndarray, faces: np.ndarray, audio: np.ndarray | str | Path | None, path: str | Path,

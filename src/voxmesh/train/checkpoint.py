@@ -21,23 +21,22 @@ aside and moving the new one in is undone by :func:`clean_checkpoint_leftovers`.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
-import tempfile
-import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from voxmesh import __version__
 from voxmesh.errors import VoxmeshError
+from voxmesh.files import OLD_FOLDER, TEMP_NAME, atomic_folder
 from voxmesh.mesh.template import Template, topology_hash
 
 FORMAT_VERSION = 1
@@ -85,48 +84,6 @@ def encoder_is_trainable(model: torch.nn.Module) -> bool:
 
 # ---- saving ----------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temporary folder beside ``folder``; when the block finishes it
-    replaces ``folder`` (the old one is moved aside first, then deleted). On error the
-    temporary folder is deleted and ``folder`` is left as it was."""
-    target = Path(folder)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        yield tmp
-        # mkdtemp and some writers make private files; give the usual permissions.
-        mask = _umask()
-        os.chmod(tmp, 0o777 & ~mask)
-        for path in tmp.iterdir():
-            if path.is_file():
-                os.chmod(path, 0o666 & ~mask)
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(target, old)
-            os.rename(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# Names atomic_folder gives its temporary folders (tempfile.mkdtemp: 8 random characters)
-# and the previous folder while it is being replaced.
-_TMP_FOLDER = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
-_OLD_FOLDER = re.compile(r"^\.(?P<name>.+)\.old-[0-9a-f]{8}$")
-# and voxmesh.files.atomic_path its temporary files (log.jsonl, config.yaml, loss.png)
-_TMP_FILE = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
-
-
 def clean_checkpoint_leftovers(parent: str | os.PathLike) -> list[str]:
     """Undo what a crash (SIGKILL, power loss) inside :func:`atomic_folder` left in
     ``parent``: a folder moved aside whose replacement never arrived is moved back, and
@@ -139,7 +96,7 @@ def clean_checkpoint_leftovers(parent: str | os.PathLike) -> list[str]:
     done = []
     entries = sorted(parent.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)  # newest first
     for path in entries:
-        match = _OLD_FOLDER.match(path.name)
+        match = OLD_FOLDER.match(path.name)
         if match and path.is_dir():
             target = parent / match["name"]
             if not target.exists():
@@ -149,13 +106,48 @@ def clean_checkpoint_leftovers(parent: str | os.PathLike) -> list[str]:
                 shutil.rmtree(path, ignore_errors=True)
                 done.append(f"removed {path}")
     for path in entries:
-        if _TMP_FOLDER.match(path.name) and path.is_dir():
+        if TEMP_NAME.match(path.name) and path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
             done.append(f"removed {path}")
-        elif _TMP_FILE.match(path.name) and path.is_file():
+        elif TEMP_NAME.match(path.name) and path.is_file():
             path.unlink(missing_ok=True)
             done.append(f"removed {path}")
     return done
+
+
+# Built-in model names and their folders inside the package.
+BUILTIN_MODELS = {"default": "weights/default"}
+
+
+def builtin_model_path(name: str) -> Path | None:
+    relative = BUILTIN_MODELS.get(name)
+    if relative is None:
+        return None
+    return Path(__file__).resolve().parents[1] / relative
+
+
+def resolve_checkpoint(name_or_path: str | Path) -> Path:
+    """The checkpoint folder a user means: a built-in name, a training run folder (its
+    ``model``) or a checkpoint folder; anything else is one sentence."""
+    path = builtin_model_path(str(name_or_path))
+    if path is not None:
+        if not (path / "model.json").is_file():
+            raise VoxmeshError(
+                f"The built-in model '{name_or_path}' is not in this installation ({path}); "
+                "pass a trained checkpoint folder with --model RUN."
+            )
+        return path
+    path = Path(name_or_path)
+    if (path / "model" / "model.json").is_file():  # a training run folder
+        return path / "model"
+    if (path / "model.json").is_file():
+        return path
+    if path.is_dir():
+        raise VoxmeshError(f"Folder {path} holds no trained model (no model.json in it or in {path / 'model'}); "
+                           "finish `voxmesh train` first, or point at a checkpoint folder.")
+    known = ", ".join(sorted(BUILTIN_MODELS))
+    raise VoxmeshError(f"Model {name_or_path} is neither a folder nor a built-in name ({known}); check the path, or "
+                       "train one with `voxmesh train`.")
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -346,6 +338,10 @@ def read_checkpoint_info(folder: str | Path) -> dict[str, Any]:
     for key in ("method", "config", "num_vertices", "topology_hash", "encoder", "speakers", "fps"):
         if key not in meta:
             raise VoxmeshError(f"Checkpoint file {meta_path} lacks '{key}'; it is corrupt, copy it again or retrain.")
+    fps = meta["fps"]
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+        raise VoxmeshError(f"Checkpoint file {meta_path} gives fps {fps!r}, not a positive frame rate; write the rate "
+                           "the model was trained at (such as 30) there.")
     return meta
 
 
@@ -547,7 +543,7 @@ def keep_epoch_checkpoint(source: str | Path, parent: str | Path, epoch: int, ke
 
 
 __all__ = [
-    "FORMAT_VERSION", "TRAINER_STATE_FILE", "atomic_folder", "build_model", "clean_checkpoint_leftovers",
+    "BUILTIN_MODELS", "builtin_model_path", "resolve_checkpoint", "FORMAT_VERSION", "TRAINER_STATE_FILE", "atomic_folder", "build_model", "clean_checkpoint_leftovers",
     "copy_checkpoint", "epoch_checkpoints", "export_checkpoint", "file_sha256", "keep_epoch_checkpoint",
     "load_checkpoint", "load_checkpoint_template", "load_trainer_state", "read_checkpoint_info", "save_checkpoint",
     "verify_checksum",

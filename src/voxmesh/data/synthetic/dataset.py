@@ -193,6 +193,11 @@ def _render_job(args: tuple[ClipSpec, float]):
     return render_clip(*args)
 
 
+# What a synthetic dataset folder holds: what `synth --overwrite` may replace.
+DATASET_ENTRIES = frozenset({"wav", "vertices_npy", "templates.pkl", "topology.ply", "regions.json", "manifest.jsonl",
+                             "subjects.json"})
+
+
 def synthesize_dataset(out: str | Path, preset: str = "tiny", seed: int = 0, fps: float = 30.0,
                        workers: int | None = None, progress: bool = True, overwrite: bool = False) -> dict:
     """Write the synthetic dataset to ``out`` in the shared layout and return a summary.
@@ -201,14 +206,15 @@ def synthesize_dataset(out: str | Path, preset: str = "tiny", seed: int = 0, fps
     so an interrupted run never leaves a folder that looks whole."""
     if preset not in SIZES:
         raise VoxmeshError(f"Unknown synth preset '{preset}'; use one of {', '.join(SIZES)}.")
-    if fps <= 0:
-        raise VoxmeshError(f"--fps {fps} must be positive.")
-    from voxmesh.files import refuse_existing
-    from voxmesh.train.checkpoint import atomic_folder
+    from voxmesh.data.presets import check_fps
+    from voxmesh.files import atomic_folder, refuse_existing
 
+    fps = check_fps(fps)
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise VoxmeshError(f"--workers {workers} must be 1 or more; leave it out to use the CPU count.")
     out = Path(out)
     if not (out.is_dir() and not any(out.iterdir())):  # an empty folder is taken without asking
-        refuse_existing(out, overwrite=overwrite, instead="choose a new folder")
+        refuse_existing(out, overwrite=overwrite, instead="choose a new folder", folder_of=DATASET_ENTRIES.__contains__)
     size = SIZES[preset]
     rig = _rig()
     subjects = make_subjects(size, len(rig.identity_names), seed)
@@ -219,7 +225,7 @@ def synthesize_dataset(out: str | Path, preset: str = "tiny", seed: int = 0, fps
     rows = []
     total_seconds = 0.0
     # Built in a temporary folder beside ``out`` that replaces it only when complete.
-    with atomic_folder(out) as staging:
+    with atomic_folder(out, replace=overwrite) as staging:
         (staging / "wav").mkdir()
         (staging / "vertices_npy").mkdir()
         if workers > 1:
