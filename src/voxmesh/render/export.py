@@ -14,13 +14,15 @@ from voxmesh.errors import VoxmeshError
 from voxmesh.files import atomic_path
 
 
-def write_npy_stream(blocks: Iterable[np.ndarray], path: str | Path, total_frames: int, num_vertices: int) -> Path:
+def write_npy_stream(blocks: Iterable[np.ndarray], path: str | Path, total_frames: int, num_vertices: int, *,
+                     overwrite: bool = True) -> Path:
     """Stream blocks into ``path`` as float32 ``[T, V, 3]``: the .npy header for the
     known shape, then each block's bytes appended with plain writes, so the process's
     memory does not grow with the length (a memory map would count every written page
-    in its resident size: 2 MB per second of audio at 5,544 vertices)."""
+    in its resident size: 2 MB per second of audio at 5,544 vertices). Without
+    ``overwrite`` a file that another run wrote meanwhile is not replaced."""
     path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+    with atomic_path(path, replace=overwrite) as tmp, open(tmp, "wb") as handle:
         header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
                   "shape": (int(total_frames), int(num_vertices), 3)}
         np.lib.format.write_array_header_1_0(handle, header)
@@ -36,8 +38,10 @@ def write_npy_stream(blocks: Iterable[np.ndarray], path: str | Path, total_frame
     return path
 
 
-def write_mesh_frames(blocks: Iterable[np.ndarray], folder: str | Path, faces: np.ndarray, fmt: str = "obj") -> Path:
-    """One ``frame_00000.<fmt>`` per frame in ``folder`` (built under a temporary name)."""
+def write_mesh_frames(blocks: Iterable[np.ndarray], folder: str | Path, faces: np.ndarray, fmt: str = "obj", *,
+                      overwrite: bool = True) -> Path:
+    """One ``frame_00000.<fmt>`` per frame in ``folder`` (built under a temporary name;
+    without ``overwrite`` a folder that another run made meanwhile is not replaced)."""
     from voxmesh.mesh.template import save_mesh
 
     if fmt not in ("obj", "ply"):
@@ -45,7 +49,7 @@ def write_mesh_frames(blocks: Iterable[np.ndarray], folder: str | Path, faces: n
     from voxmesh.train.checkpoint import atomic_folder
 
     folder = Path(folder)
-    with atomic_folder(folder) as staging:  # replaces ``folder`` only when every frame is written
+    with atomic_folder(folder, replace=overwrite) as staging:  # replaces ``folder`` only when every frame is written
         index = 0
         for block in blocks:
             for frame in block:
@@ -139,7 +143,7 @@ def _unit_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 
 
 def write_glb(vertices: np.ndarray, faces: np.ndarray, path: str | Path, fps: float, base: np.ndarray | None = None,
-              vertex_colors: np.ndarray | None = None, max_targets: int = 64) -> dict:
+              vertex_colors: np.ndarray | None = None, max_targets: int = 64, *, overwrite: bool = True) -> dict:
     """A glTF 2.0 binary of a vertex sequence ``[T, V, 3]``: the neutral face (``base``,
     default the first frame) as the mesh, the motion as morph targets (a truncated SVD
     split into [0, 1]-weighted halves, :func:`unit_weight_targets`) and one animation of
@@ -154,7 +158,7 @@ def write_glb(vertices: np.ndarray, faces: np.ndarray, path: str | Path, fps: fl
     components, directions = motion_basis(vertices, base, max_targets)
     weights, targets, names = unit_weight_targets(components, directions)
     written = write_morph_glb(base, faces, path, fps, weights, targets, target_names=names,
-                              vertex_colors=vertex_colors)
+                              vertex_colors=vertex_colors, overwrite=overwrite)
     error = 0.0  # the stored float32 arrays rebuilt in float64, a block of frames at a time
     for start in range(0, len(vertices), _BLOCK):
         rebuilt = base.astype(np.float64) + np.einsum("tk,kvc->tvc", weights[start: start + _BLOCK].astype(np.float64),
@@ -167,7 +171,7 @@ def write_glb(vertices: np.ndarray, faces: np.ndarray, path: str | Path, fps: fl
 
 def write_morph_glb(base: np.ndarray, faces: np.ndarray, path: str | Path, fps: float, weights: np.ndarray,
                     targets: np.ndarray, target_names: list[str] | None = None,
-                    vertex_colors: np.ndarray | None = None) -> dict:
+                    vertex_colors: np.ndarray | None = None, *, overwrite: bool = True) -> dict:
     """A glTF 2.0 binary of a mesh ``base [V, 3]`` with morph targets ``targets [K, V, 3]``
     (displacements) and one animation of their ``weights [T, K]``, which must lie in
     [0, 1], keyframe k at k / fps seconds. Writes smooth vertex normals and, per target,
@@ -177,7 +181,8 @@ def write_morph_glb(base: np.ndarray, faces: np.ndarray, path: str | Path, fps: 
     and stored linear in ``COLOR_0``, as glTF asks. The frame rate is recorded as
     ``extras.fps`` of the asset, the scene and the animation: glTF keeps time in seconds
     and no importer reads a frame rate from the file (Blender turns seconds into frames
-    at the open scene's rate and imports scene extras as its custom properties)."""
+    at the open scene's rate and imports scene extras as its custom properties). Without
+    ``overwrite`` a file that another run wrote meanwhile is not replaced."""
     import pygltflib as gl
 
     from voxmesh.render.rasterizer import _as_unit_colors, _srgb_to_linear
@@ -295,7 +300,7 @@ def write_morph_glb(base: np.ndarray, faces: np.ndarray, path: str | Path, fps: 
     )
     gltf.set_binary_blob(b"".join(blobs))
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, replace=overwrite) as tmp:
         gltf.save_binary(str(tmp))
     size = path.stat().st_size
     duration = len(weights) / fps
