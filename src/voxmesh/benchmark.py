@@ -39,7 +39,7 @@ from voxmesh.errors import VoxmeshError
 from voxmesh.files import atomic_path, refuse_existing
 from voxmesh.runtime import resolve_device
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parent / "configs"  # package data: there after pip install too
 
 # name -> (config in configs/, overrides, stage trained (None: all)). Budgets: the synthetic
 # configs' epochs (FaceFormer 50; CodeTalker 20 + 25; GLDiTalker 20 + 30; EmoFace 30), about

@@ -46,7 +46,7 @@ def write_mesh_frames(blocks: Iterable[np.ndarray], folder: str | Path, faces: n
 
     if fmt not in ("obj", "ply"):
         raise VoxmeshError(f"Mesh frame format '{fmt}' is not obj or ply.")
-    from voxmesh.train.checkpoint import atomic_folder
+    from voxmesh.files import atomic_folder
 
     folder = Path(folder)
     with atomic_folder(folder, replace=overwrite) as staging:  # replaces ``folder`` only when every frame is written

@@ -302,7 +302,8 @@ def export_checkpoint(folder: str | Path, out: str | Path, *, half: bool = True,
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "method": meta["method"]})
         shutil.copyfile(folder / TOPOLOGY_FILE, tmp / TOPOLOGY_FILE)
         meta = {**meta, "weights_bytes": (tmp / WEIGHTS_FILE).stat().st_size,
-                "exported": {"from": str(folder), "float16_values": halved,
+                # the run's own name, not a path of the machine it was built on
+                "exported": {"from": "/".join(folder.resolve().parts[-2:]), "float16_values": halved,
                              "float16_rule": f"float32 tensors of {min_half_values} values or more" if half else None}}
         meta.pop("trainer_state", None)
         meta[CHECKSUM_KEY] = _checksums(tmp)  # of the files written here, not the source's

@@ -125,12 +125,27 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _UniqueKeyLoader.construct_mapping)
 
 
+# The configs shipped in the package (configs/ in the repository links here).
+PACKAGED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def packaged_config(path: str | Path) -> Path:
+    """``path`` if it is a file, else the shipped config of that name (``faceformer_synthetic``
+    or ``configs/faceformer_synthetic.yaml`` work from any folder after ``pip install``)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    shipped = PACKAGED_CONFIGS / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+    if shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml")))
+    raise VoxmeshError(f"Config file {path} does not exist; check the path, or name a shipped config ({names}).")
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """Read a training YAML and apply ``overrides`` such as ``"train.lr=3e-4"`` or
     ``"stages.vqvae.epochs=2"`` (values are parsed as YAML)."""
-    path = Path(path)
-    if not path.is_file():
-        raise VoxmeshError(f"Config file {path} does not exist; check the path.")
+    path = packaged_config(path)
     try:
         raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except _DuplicateKey as exc:
