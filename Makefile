@@ -2,7 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# Which torch build to install when none is importable (CPU wheel by default).
+# Which torch build to install when none is importable. On this project's machines the plain
+# name resolves to the CPU wheel kept locally (so `make` works offline); on a usual Linux machine
+# it is the CUDA build, so pick the CPU one there with
+#   make test TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
 TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -19,7 +22,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 demo: $(VENV)/.installed
-	$(PY) -m voxmesh.demo out
+	$(VENV)/bin/voxmesh demo out
 
 benchmark: $(VENV)/.installed
 	$(PY) benchmarks/run_all.py

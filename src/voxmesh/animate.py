@@ -222,23 +222,31 @@ class AnimationModel:
         plan = plan_windows(total, max(1, int(round(self.window_seconds * self.fps))),
                             int(round(self.overlap_seconds * self.fps)))
         pending: np.ndarray | None = None  # the previous window's overlapping tail
-        for index, (start, end) in enumerate(tqdm(plan.windows, desc="animate", unit="window", disable=not progress)):
-            first = int(round(start / self.fps * SAMPLE_RATE))
-            last = int(round(end / self.fps * SAMPLE_RATE))
-            clip = read(first, last)
-            features = sequence_features(self.model, clip, end - start, self.fps, self.device)
-            vertices = self.model.generate(features[None].to(self.device), neutral, speaker_ids,
-                                           seed=seed + index, **_accepted(self.model.generate, options))
-            block = vertices[0, : end - start].float().cpu().numpy()
-            if pending is not None:
-                n = len(pending)
-                # Linear cross-fade over the overlap hides the seam between windows.
-                ramp = np.linspace(0.0, 1.0, n + 2, dtype=np.float32)[1:-1, None, None]
-                block[:n] = (1 - ramp) * pending + ramp * block[:n]
-            is_last = index == len(plan.windows) - 1
-            keep = 0 if is_last else plan.overlap
-            yield block[: len(block) - keep]
-            pending = block[len(block) - keep:] if keep else None
+        # One bar for the whole recording, in seconds of speech done (rendering and writing
+        # the blocks included, as they are taken from this generator).
+        bar = tqdm(total=round(total / self.fps, 1), desc="animate", unit="s", disable=not progress,
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s of speech [{elapsed}<{remaining}]")
+        try:
+            for index, (start, end) in enumerate(plan.windows):
+                first = int(round(start / self.fps * SAMPLE_RATE))
+                last = int(round(end / self.fps * SAMPLE_RATE))
+                clip = read(first, last)
+                features = sequence_features(self.model, clip, end - start, self.fps, self.device)
+                vertices = self.model.generate(features[None].to(self.device), neutral, speaker_ids,
+                                               seed=seed + index, **_accepted(self.model.generate, options))
+                block = vertices[0, : end - start].float().cpu().numpy()
+                if pending is not None:
+                    n = len(pending)
+                    # Linear cross-fade over the overlap hides the seam between windows.
+                    ramp = np.linspace(0.0, 1.0, n + 2, dtype=np.float32)[1:-1, None, None]
+                    block[:n] = (1 - ramp) * pending + ramp * block[:n]
+                is_last = index == len(plan.windows) - 1
+                keep = 0 if is_last else plan.overlap
+                yield block[: len(block) - keep]
+                bar.update(round((len(block) - keep) / self.fps, 3))
+                pending = block[len(block) - keep:] if keep else None
+        finally:
+            bar.close()
 
     def animate(self, audio: np.ndarray | str | Path, **options: Any) -> np.ndarray:
         """Vertices ``[T, V, 3]`` float32 for the whole audio (T = round(seconds * fps))."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import typer
 
@@ -59,6 +60,20 @@ def user_errors(command: Callable) -> Callable:
                 signal.signal(signal.SIGTERM, previous)
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _status(message: str) -> Iterator[None]:
+    """One line on stderr while something slow happens before any progress bar (loading a
+    model takes seconds), shown only on a terminal."""
+    show = sys.stderr.isatty()
+    if show:
+        typer.echo(f"{message} ...", err=True, nl=False)
+    try:
+        yield
+    finally:
+        if show:
+            typer.echo(" done" if sys.exc_info()[0] is None else "", err=True)
 
 
 def _version(value: bool) -> None:
@@ -267,24 +282,23 @@ def animate_command(
     template: Optional[Path] = typer.Option(None, help="Your own neutral face (.obj/.ply/.npy) of the model's topology."),
     fps: Optional[float] = typer.Option(None, help="Frame rate of the output (default: the model's)."),
     side_by_side: Optional[Path] = typer.Option(None, "--side-by-side", help="Ground truth .npy shown beside (.mp4)."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="With several inputs or a folder: mp4, npy, glb, obj or ply."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="With several inputs or a folder: mp4, npy, glb, obj or ply "
+                                      "(a folder -o without it gets .obj frames)."),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when this torch build sees a GPU)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads (default: OMP_NUM_THREADS if set, else the cores "
+                                          "that are idle now, at most 4: taking busy cores makes it slower)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (only what voxmesh wrote)."),
 ) -> None:
     """Turn speech into an animated face: video with sound, arrays, mesh frames or glTF."""
-    from voxmesh.animate import (
-        FRAME_FILE,
-        OUTPUT_FORMATS,
-        animate_to_file,
-        load_model,
-        output_format,
-    )
+    from voxmesh.animate import FRAME_FILE, OUTPUT_FORMATS, output_format
     from voxmesh.data.presets import check_fps
     from voxmesh.files import refuse_existing
+    from voxmesh.runtime import choose_threads, resolve_device, using_threads
 
     if samples < 1:
-        raise VoxmeshError(f"--samples {samples} must be 1 or more.")
+        raise VoxmeshError(f"--samples {samples} must be 1 or more; leave it out for one motion.")
     if fmt is not None and fmt not in OUTPUT_FORMATS:
-        raise VoxmeshError(f"--format {fmt} is not one of {', '.join(OUTPUT_FORMATS)}.")
+        raise VoxmeshError(f"--format {fmt} is not a format voxmesh writes; give one of {', '.join(OUTPUT_FORMATS)}.")
     for path in speech:
         if path.is_dir():
             raise VoxmeshError(f"Audio file {path} is a folder; give the sound files in it (such as {path}/*.wav).")
@@ -294,7 +308,7 @@ def animate_command(
         check_fps(fps)
     batch = len(speech) > 1 or samples > 1
     if batch and output.suffix:
-        raise VoxmeshError(f"With several inputs or samples, -o must be a folder, not {output}.")
+        raise VoxmeshError(f"With several inputs or samples -o names a folder, not {output}; give a folder name.")
     kind = fmt or ("mp4" if batch else None)
     jobs = []  # (speech file, sample, output)
     for path in speech:
@@ -316,18 +330,41 @@ def animate_command(
     frames = kind in ("obj", "ply") or (kind is None and output_format(output) in ("obj", "ply"))
     refuse_existing(*(target for _, _, target in jobs), overwrite=overwrite,
                     folder_of=FRAME_FILE.match if frames else None)
-    animation = load_model(model)
+    with using_threads(choose_threads(threads)):
+        _animate_jobs(jobs, kind, model, resolve_device(device), template, fps=fps, side_by_side=side_by_side,
+                      overwrite=overwrite, speaker=speaker, emotion=emotion, intensity=intensity, seed=seed,
+                      steps=steps)
+
+
+def _animate_jobs(jobs: list, kind: str | None, model: str, device, template: Path | None, *, seed: int,
+                  **options) -> None:
+    from voxmesh.animate import animate_to_file, load_model
+
+    with _status(f"loading model {model}"):
+        animation = load_model(model, device=str(device))
     if template is not None:
         from voxmesh.mesh.template import load_face
 
         # Refuse an unreadable face, or one in millimetres, before anything is written.
         load_face(template, reference=animation.template.vertices)
     for path, k, target in jobs:
-        result = animate_to_file(animation, path, target, fmt=kind, fps=fps, side_by_side=side_by_side,
-                                 overwrite=overwrite, progress=sys.stderr.isatty(), speaker=speaker,
-                                 emotion=emotion, intensity=intensity, seed=seed + k, steps=steps,
-                                 template=template)
+        result = animate_to_file(animation, path, target, fmt=kind, progress=sys.stderr.isatty(), seed=seed + k,
+                                 template=template, **options)
         typer.echo(f"wrote {result['path']}")
+
+
+@app.command("demo")
+@user_errors
+def demo_command(
+    out: Path = typer.Argument(Path("out"), help="Folder for the demo's files (its demo_* files are replaced)."),
+) -> None:
+    """Speak a sentence with espeak-ng and animate it with the shipped model: OUT/demo.mp4 with
+    the sound, OUT/demo.glb, stills at lip closures and open vowels, the head's contact sheet."""
+    from voxmesh.demo import main as run_demo
+
+    code = run_demo(str(out))
+    if code:
+        raise typer.Exit(code)
 
 
 if __name__ == "__main__":
