@@ -350,7 +350,8 @@ def _animate_jobs(jobs: list, kind: str | None, model: str, device, template: Pa
     for path, k, target in jobs:
         result = animate_to_file(animation, path, target, fmt=kind, progress=sys.stderr.isatty(), seed=seed + k,
                                  template=template, **options)
-        typer.echo(f"wrote {result['path']}")
+        frames = f" ({result['frames']} .{result['format']} frames)" if result["format"] in ("obj", "ply") else ""
+        typer.echo(f"wrote {result['path']}{frames}")
 
 
 @app.command("demo")
