@@ -192,3 +192,22 @@ def test_ema_update_moves_codes_toward_their_inputs():
     alone = fixed_quantizer([[0.0, 0.0], [5.0, 5.0]], ema_decay=0.5)
     alone(real)
     assert torch.allclose(twin.codebook, alone.codebook)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("rate", [1, 2])
+def test_cached_steps_equal_the_whole_decoder(norm_first, rate):
+    """BiasedCausalDecoder.step (key/value cache, linear cost) gives frame by frame what
+    forward gives for the whole sequence, with 1 or 2 audio frames a mesh frame."""
+    from voxmesh.models.layers.attention import BiasedCausalDecoder
+
+    torch.manual_seed(0)
+    decoder = BiasedCausalDecoder(16, 4, 2, 32, period=5, norm_first=norm_first).eval()
+    tokens, memory = torch.randn(2, 23, 16), torch.randn(2, 23 * rate, 16)
+    with torch.no_grad():
+        whole = decoder(tokens, memory, audio_frames_per_frame=rate)
+        cache = decoder.new_cache()
+        steps = torch.cat([decoder.step(tokens[:, t:t + 1], memory, cache, audio_frames_per_frame=rate)
+                           for t in range(23)], dim=1)
+    assert cache.frames == 23 and cache.keys[0].shape == (2, 4, 23, 4)
+    torch.testing.assert_close(steps, whole, atol=2e-6, rtol=1e-5)

@@ -56,7 +56,7 @@ from voxmesh.models.faceformer import (
     speaker_indices,
     style_vectors,
 )
-from voxmesh.models.layers.attention import BiasedCausalDecoder, PeriodicPositionalEncoding
+from voxmesh.models.layers.attention import BiasedCausalDecoder, PeriodicPositionalEncoding, decode_autoregressively
 from voxmesh.models.layers.quantizer import Quantized, VectorQuantizer
 from voxmesh.models.registry import register
 
@@ -416,22 +416,23 @@ class CodeTalker(TalkingFaceModel):
             style = style_vectors(speaker_ids, self.num_styles, style_weights)
             style_embedding = self.style_embedding(style.to(audio_features.device))[:, None]
             memory = self.audio_projection(audio_features)
-            tokens = style_embedding
             codes: list[torch.Tensor] = []
             indices: list[torch.Tensor] = []
-            for t in range(frames):
-                hidden = self.decoder(tokens, memory[:, : t + 1])
-                quantized = self.vqvae.quantize(self._features(hidden[:, -1:]), update=False)
+
+            def advance(t: int, hidden: list[torch.Tensor]) -> list[torch.Tensor] | None:
+                quantized = self.vqvae.quantize(self._features(hidden[0]), update=False)
                 codes.append(quantized.quantized)
                 indices.append(quantized.indices)
                 if t + 1 == frames:
-                    break
+                    return None
                 if self.feedback == "codes":
                     previous = quantized.quantized.flatten(2)
                 else:
                     start = 0 if self.decode_context is None else max(0, t + 1 - self.decode_context)
                     previous = self.vqvae.decode(torch.cat(codes[start:], dim=1), start=start)[:, -1:]
-                tokens = torch.cat([tokens, self.motion_encoder(previous) + style_embedding], dim=1)
+                return [self.motion_encoder(previous) + style_embedding]
+
+            decode_autoregressively([self.decoder], [style_embedding], [memory], frames, advance)
             motion = self.vqvae.decode(torch.cat(codes, dim=1), frame_mask)
         finally:
             self.train(was_training)

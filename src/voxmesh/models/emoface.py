@@ -82,7 +82,7 @@ from voxmesh.models.faceformer import (
     speaker_indices,
     style_vectors,
 )
-from voxmesh.models.layers.attention import BiasedCausalDecoder
+from voxmesh.models.layers.attention import BiasedCausalDecoder, decode_autoregressively
 from voxmesh.models.layers.spiral_conv3d import SpiralConv3D
 from voxmesh.models.layers.stats import RunningStats
 from voxmesh.models.registry import register
@@ -632,14 +632,12 @@ class EmoFace(TalkingFaceModel):
                     emotion_vector = self._emotion_vector(logits, emotion_ids, 1.0)
             content_condition = self.content_style(style)[:, None]
             emotion_condition = self.emotion_condition(style, emotion_vector, intensity)[:, None]
-            content_tokens, emotion_tokens = content_condition, emotion_condition
             attention = self.mesh_attention
             frame_features: list[torch.Tensor] = []
             fused_steps, content_steps, emotion_steps, alpha_steps = [], [], [], []
-            for t in range(frames):
-                # The whole prefix is re-run each step (as FaceFormer.generate): simple and exact.
-                content_hidden = self.content_decoder(content_tokens, content_memory[:, : t + 1])[:, -1:]
-                emotion_hidden = self.emotion_decoder(emotion_tokens, emotion_memory[:, : t + 1])[:, -1:]
+
+            def advance(t: int, hidden: list[torch.Tensor]) -> list[torch.Tensor]:
+                content_hidden, emotion_hidden = hidden
                 content = self.content_motion_decoder(content_hidden).reshape(batch, 1, self.num_vertices, 3)
                 emotion = self.emotion_motion_decoder(emotion_hidden).reshape(batch, 1, self.num_vertices, 3)
                 if attention is None:
@@ -656,8 +654,10 @@ class EmoFace(TalkingFaceModel):
                     content_steps.append(content)
                     emotion_steps.append(emotion)
                 motion = self.motion_encoder(fused.reshape(batch, 1, self.vertex_dim))
-                content_tokens = torch.cat([content_tokens, motion + content_condition], dim=1)
-                emotion_tokens = torch.cat([emotion_tokens, motion + emotion_condition], dim=1)
+                return [motion + content_condition, motion + emotion_condition]
+
+            decode_autoregressively([self.content_decoder, self.emotion_decoder], [content_condition, emotion_condition],
+                                    [content_memory, emotion_memory], frames, advance)
         finally:
             self.train(was_training)
         base = template[:, None]

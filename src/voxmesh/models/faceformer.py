@@ -37,7 +37,7 @@ from torch import nn
 from voxmesh.data.batching import Batch
 from voxmesh.errors import VoxmeshError
 from voxmesh.models.base import TalkingFaceModel
-from voxmesh.models.layers.attention import BiasedCausalDecoder
+from voxmesh.models.layers.attention import BiasedCausalDecoder, decode_autoregressively
 from voxmesh.models.registry import register
 
 FACEFORMER_DEFAULTS: dict[str, Any] = {
@@ -196,14 +196,13 @@ class FaceFormer(TalkingFaceModel):
             style = style_vectors(speaker_ids, self.num_styles, style_weights)
             style_embedding = self.style_embedding(style.to(audio_features.device))[:, None]
             memory = self.audio_projection(audio_features)
-            tokens = style_embedding
             offsets = []
-            for t in range(frames):
-                # The whole prefix is re-run each step: simple and exact (no key/value cache).
-                hidden = self.decoder(tokens, memory[:, : t + 1])
-                offset = self.motion_decoder(hidden[:, -1:])  # [B, 1, V*3]
-                offsets.append(offset)
-                tokens = torch.cat([tokens, self.motion_encoder(offset) + style_embedding], dim=1)
+
+            def advance(t: int, hidden: list[torch.Tensor]) -> list[torch.Tensor]:
+                offsets.append(self.motion_decoder(hidden[0]))  # [B, 1, V*3]
+                return [self.motion_encoder(offsets[-1]) + style_embedding]
+
+            decode_autoregressively([self.decoder], [style_embedding], [memory], frames, advance)
             motion = torch.cat(offsets, dim=1).reshape(batch, frames, self.num_vertices, 3)
         finally:
             self.train(was_training)

@@ -18,8 +18,10 @@ Masks here are additive float masks (``0`` allowed, ``-inf`` forbidden), the for
 from __future__ import annotations
 
 import math
+from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -177,8 +179,89 @@ class BiasedCausalDecoder(nn.Module):
         cross_mask = alignment_mask(frames, memory.shape[1], audio_frames_per_frame, device=tokens.device).to(x.dtype)
         return self.layers(x, memory, tgt_mask=self_mask, memory_mask=cross_mask)
 
+    def new_cache(self) -> DecoderCache:
+        return DecoderCache(len(self.layers.layers))
+
+    def step(self, token: torch.Tensor, memory: torch.Tensor, cache: DecoderCache,
+             audio_frames_per_frame: int = 1) -> torch.Tensor:
+        """The output ``[B, 1, d]`` for the next frame ``t = cache.frames`` from its input
+        ``token [B, 1, d]``, given the memory ``[B, S, d]``: what :meth:`forward` gives at
+        ``t`` for the tokens so far, in time that grows with ``t`` (earlier frames' keys
+        and values come from ``cache``) rather than with ``t**2``. Eval mode (no dropout)."""
+        t = cache.frames
+        x = token + self.positional.encoding(1, t, token.device).to(token.dtype)[None]
+        steps = torch.div(t - torch.arange(t + 1, device=token.device), self.period, rounding_mode="floor")
+        bias = -self.slopes[:, None] * steps[None].float()  # [H, t + 1]
+        # The frame's aligned audio frames: the only keys the cross-attention mask allows.
+        rate = int(audio_frames_per_frame)
+        start = min(t * rate, max(memory.shape[1] - rate, 0))
+        aligned = memory[:, start:start + rate]
+        for index, layer in enumerate(self.layers.layers):
+            if layer.norm_first:
+                x = x + _self_attention_step(layer.self_attn, layer.norm1(x), cache, index, bias)
+                normed = layer.norm2(x)
+                x = x + layer.multihead_attn(normed, aligned, aligned, need_weights=False)[0]
+                x = x + layer.linear2(layer.activation(layer.linear1(layer.norm3(x))))
+            else:
+                x = layer.norm1(x + _self_attention_step(layer.self_attn, x, cache, index, bias))
+                x = layer.norm2(x + layer.multihead_attn(x, aligned, aligned, need_weights=False)[0])
+                x = layer.norm3(x + layer.linear2(layer.activation(layer.linear1(x))))
+        if self.layers.norm is not None:
+            x = self.layers.norm(x)
+        cache.frames += 1
+        return x
+
+
+class DecoderCache:
+    """What :meth:`BiasedCausalDecoder.step` keeps between frames: each layer's projected
+    self-attention keys and values ``[B, H, t, d/H]`` of the frames decoded so far."""
+
+    def __init__(self, num_layers: int):
+        self.keys: list[torch.Tensor | None] = [None] * num_layers
+        self.values: list[torch.Tensor | None] = [None] * num_layers
+        self.frames = 0
+
+
+def _self_attention_step(attention: nn.MultiheadAttention, x: torch.Tensor, cache: DecoderCache, layer: int,
+                         bias: torch.Tensor) -> torch.Tensor:
+    """Self-attention of the newest frame ``x [B, 1, d]`` over every frame so far, with the
+    keys and values of earlier frames taken from ``cache`` (and this frame's added to it).
+    ``bias [H, t]``: the period bias of this query against each key."""
+    batch, _, dim = x.shape
+    heads = attention.num_heads
+    query, key, value = F.linear(x, attention.in_proj_weight, attention.in_proj_bias).chunk(3, dim=-1)
+
+    def split(tensor: torch.Tensor) -> torch.Tensor:  # [B, 1, d] -> [B, H, 1, d/H]
+        return tensor.reshape(batch, 1, heads, dim // heads).transpose(1, 2)
+
+    keys, values = split(key), split(value)
+    if cache.keys[layer] is not None:
+        keys = torch.cat([cache.keys[layer], keys], dim=2)
+        values = torch.cat([cache.values[layer], values], dim=2)
+    cache.keys[layer], cache.values[layer] = keys, values
+    mixed = F.scaled_dot_product_attention(split(query), keys, values, attn_mask=bias[None, :, None, :].to(x.dtype))
+    return attention.out_proj(mixed.transpose(1, 2).reshape(batch, 1, dim))
+
+
+def decode_autoregressively(decoders: Sequence[BiasedCausalDecoder], first_tokens: Sequence[torch.Tensor],
+                            memories: Sequence[torch.Tensor], frames: int,
+                            advance: Callable[[int, list[torch.Tensor]], Sequence[torch.Tensor] | None]) -> None:
+    """The one autoregressive loop of every method built on :class:`BiasedCausalDecoder`
+    (FaceFormer, CodeTalker's predictor, EmoFace's two streams). Each frame ``t``, every
+    decoder takes its token ``[B, 1, d]`` and gives its output ``[B, 1, d]`` through
+    :meth:`BiasedCausalDecoder.step` (a key/value cache: cost linear in the length, not
+    quadratic); ``advance(t, outputs)`` makes the frame's result (kept by the caller) and
+    returns the next tokens, one a decoder (ignored after the last frame)."""
+    caches = [decoder.new_cache() for decoder in decoders]
+    tokens = list(first_tokens)
+    for t in range(frames):
+        outputs = [decoder.step(token, memory, cache)
+                   for decoder, token, memory, cache in zip(decoders, tokens, memories, caches)]
+        tokens = advance(t, outputs)
+
 
 __all__ = [
-    "BiasedCausalDecoder", "PeriodicPositionalEncoding", "alibi_slopes", "alignment_mask", "causal_mask",
+    "BiasedCausalDecoder", "DecoderCache", "PeriodicPositionalEncoding", "alibi_slopes", "alignment_mask", "causal_mask",
+    "decode_autoregressively",
     "expand_for_heads", "period_bias",
 ]
