@@ -224,7 +224,7 @@ class AnimationModel:
         pending: np.ndarray | None = None  # the previous window's overlapping tail
         # One bar for the whole recording, in seconds of speech done (rendering and writing
         # the blocks included, as they are taken from this generator).
-        bar = tqdm(total=round(total / self.fps, 1), desc="animate", unit="s", disable=not progress,
+        bar = tqdm(total=total, unit_scale=1.0 / self.fps, desc="animate", disable=not progress,  # frames shown as s
                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s of speech [{elapsed}<{remaining}]")
         try:
             for index, (start, end) in enumerate(plan.windows):
@@ -243,7 +243,7 @@ class AnimationModel:
                 is_last = index == len(plan.windows) - 1
                 keep = 0 if is_last else plan.overlap
                 yield block[: len(block) - keep]
-                bar.update(round((len(block) - keep) / self.fps, 3))
+                bar.update(len(block) - keep)
                 pending = block[len(block) - keep:] if keep else None
         finally:
             bar.close()
