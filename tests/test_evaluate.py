@@ -20,7 +20,7 @@ from voxmesh.eval.evaluate import (
     mean_training_offset,
     metric_regions,
 )
-from voxmesh.eval.metrics import evaluate_sequences
+from voxmesh.eval.metrics import articulation_frames, evaluate_sequences
 from voxmesh.train.checkpoint import load_checkpoint
 from voxmesh.train.trainer import train
 
@@ -156,16 +156,18 @@ def test_evaluation_streams_one_sequence_at_a_time(trained, tmp_path, monkeypatc
     gts, templates = [s.vertices for s in sequences], [s.template for s in sequences]
     closures = [np.array([2, 8, 14]) if s.name != "s1_a3" else np.array([], dtype=int) for s in sequences]
     regions = metric_regions(dataset)
+    # the articulation measures read the same phoneme midpoints (here /a/ as the open vowel)
+    frames = [articulation_frames(s.phonemes, s.fps, s.num_frames) for s in sequences]
     model = load_checkpoint(run / "model")
     speakers = model.speakers
     for condition in ("s0", "s2"):
         preds = [generate_sequence(model, s, speakers.index(s.subject if s.subject in speakers else condition))
                  for s in sequences]
-        expected = evaluate_sequences(preds, gts, templates, regions, closures)
+        expected = evaluate_sequences(preds, gts, templates, regions, closures, frames, dataset.fps)
         assert list(result["per_condition"][condition]) == list(expected)
         assert result["per_condition"][condition] == pytest.approx(expected, rel=1e-6)
     static = evaluate_sequences([np.repeat(t[None], len(g), 0) for t, g in zip(templates, gts)], gts, templates,
-                                regions, closures)
+                                regions, closures, frames, dataset.fps)
     assert result["rows"]["static"] == pytest.approx(static, rel=1e-12)
     assert result["masks"]["lip_closure"]["closures"] == 9 and result["frames"] == sum(len(g) for g in gts)
     assert "9 midpoints of /p/, /b/, /m/" in (tmp_path / "stream.md").read_text()

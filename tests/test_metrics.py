@@ -460,3 +460,174 @@ def test_lip_closure_accuracy_counts_closures_within_a_millimetre_of_the_ground_
         lip_closure_accuracy(pred, gt, pairs, [[1, 5]])
     with pytest.raises(VoxmeshError, match="2 sequences but 1"):
         lip_closure_accuracy(pred, gt, pairs, [[1], [1]])
+
+
+# ---- articulation: vowel contrast, lip rounding, blinks -----------------------------------
+
+def corners_at(widths_mm):
+    """Frames of 2 vertices, the lip corners, ``width`` mm apart along x."""
+    frames = np.zeros((len(widths_mm), 2, 3))
+    frames[:, 1, 0] = np.asarray(widths_mm) / 1000.0
+    return frames
+
+
+def lids_at(openings_mm):
+    """Frames of 4 vertices: two eyelid pairs, both ``opening`` mm apart along y."""
+    return lips_at(openings_mm)
+
+
+def test_articulation_frames_are_the_midpoints_of_each_class():
+    from voxmesh.eval.metrics import articulation_frames, phoneme_midpoint_frames
+
+    # 30 fps: /b/ 0.1-0.22 -> frame 4.8 -> 5; /aa/ 0.2-0.4 -> 9; /u:/ 0.4-0.6 -> 15;
+    # /'i:/ 0.6-0.8 -> 21 (stress ignored); /aI/ is a diphthong and /E/ a mid vowel: in no class.
+    rows = [["b", 0.1, 0.22], ["aa", 0.2, 0.4], ["u:", 0.4, 0.6], ["'i:", 0.6, 0.8], ["aI", 0.8, 1.0], ["E", 1.0, 1.1]]
+    frames = articulation_frames(rows, 30.0, 40)
+    assert {k: v.tolist() for k, v in frames.items()} == {"bilabial": [5], "open_vowel": [9], "rounded_vowel": [15],
+                                                          "spread_vowel": [21]}
+    assert all(v.size == 0 for v in articulation_frames(None, 30.0, 40).values())
+    # ARPAbet, as a forced aligner writes it
+    arpabet = [["M", 0.0, 0.1], ["AE", 0.1, 0.3], ["UW", 0.3, 0.5], ["IY", 0.5, 0.7]]
+    assert {k: v.tolist() for k, v in articulation_frames(arpabet, 10.0, 10).items()} == {
+        "bilabial": [0], "open_vowel": [2], "rounded_vowel": [4], "spread_vowel": [6]}
+    assert phoneme_midpoint_frames(rows, 30.0, 40, ("E",)).tolist() == [32]
+
+
+def test_vowel_classes_are_the_monophthongs_of_the_synthetic_table():
+    from voxmesh.data.synthetic.phonemes import PHONEME_TABLE
+    from voxmesh.eval.metrics import OPEN_VOWEL_PHONEMES, ROUNDED_VOWEL_PHONEMES, SPREAD_VOWEL_PHONEMES
+
+    def espeak(viseme):
+        return {s for s, info in PHONEME_TABLE.items() if info.is_vowel and info.viseme == info.viseme_end == viseme}
+
+    arpabet = {s for s in OPEN_VOWEL_PHONEMES + ROUNDED_VOWEL_PHONEMES + SPREAD_VOWEL_PHONEMES
+               if s.isupper() and s.isalpha() and len(s) == 2}
+    assert set(OPEN_VOWEL_PHONEMES) - arpabet == espeak("open_vowel")
+    assert set(ROUNDED_VOWEL_PHONEMES) - arpabet == espeak("rounded_vowel")
+    assert set(SPREAD_VOWEL_PHONEMES) - arpabet == espeak("close_vowel")
+    assert arpabet == {"AA", "AE", "UW", "UH", "AO", "OW", "IY", "IH"}
+
+
+def test_vowel_contrast_is_open_vowel_over_bilabial_opening_floored_at_a_millimetre():
+    from voxmesh.eval.metrics import vowel_contrast
+
+    pairs = np.array([[0, 1], [2, 3]])
+    motion = lips_at([0.0, 12.0, 0.5, 8.0, 20.0])
+    # open vowels at 1 and 3: (12 + 8) / 2 = 10 mm; bilabials at 0 and 2: 0.25 mm, floored to 1 mm -> 10
+    assert vowel_contrast(motion, pairs, [[1, 3]], [[0, 2]]) == pytest.approx(10.0)
+    # above the floor the plain ratio: 12 mm over 8 mm
+    assert vowel_contrast(motion, pairs, [[1]], [[3]]) == pytest.approx(1.5)
+    # pooled over sequences: open (12 + 8 + 20) / 3 = 40/3 mm; bilabial (8 + 2) / 2 = 5 mm -> 8/3;
+    # a sequence without bilabials still adds its open vowels
+    other = lips_at([2.0, 20.0])
+    assert vowel_contrast([motion, other, motion], pairs, [[1, 3], [1], []], [[3], [0], []]) == pytest.approx(
+        (40.0 / 3.0) / 5.0)
+    # a mouth that never moves has no contrast; one that never opens scores 0
+    assert vowel_contrast(lips_at([4.0] * 5), pairs, [[1, 3]], [[0, 2]]) == pytest.approx(1.0)
+    assert vowel_contrast(lips_at([0.0] * 5), pairs, [[1, 3]], [[0, 2]]) == 0.0
+    with pytest.raises(VoxmeshError, match="both an open vowel and a bilabial"):
+        vowel_contrast(motion, pairs, [[1]], [[]])
+    with pytest.raises(VoxmeshError, match="span 1..5 but it has 5 frames"):
+        vowel_contrast(motion, pairs, [[1, 5]], [[0]])
+    with pytest.raises(VoxmeshError, match="2 sequences but bilabial frames for 1"):
+        vowel_contrast([motion, motion], pairs, [[1], [1]], [[0]])
+
+
+def test_lip_rounding_is_rounded_over_spread_mouth_width():
+    from voxmesh.eval.metrics import lip_rounding
+
+    corners = np.array([[0, 1]])
+    motion = corners_at([50.0, 40.0, 30.0, 45.0])
+    # rounded at 2 (30 mm), spread at 0 and 3 ((50 + 45) / 2 = 47.5 mm) -> 30 / 47.5 (both over the
+    # clip's median width 42.5 mm, which cancels within a clip)
+    assert lip_rounding(motion, corners, [[2]], [[0, 3]]) == pytest.approx(30.0 / 47.5)
+    # pooled: rounded (30 + 40) / 2 = 35 mm over spread 50 mm; a still mouth gives 1
+    assert lip_rounding([motion, motion], corners, [[2], [1]], [[0], []]) == pytest.approx(0.7)
+    assert lip_rounding(corners_at([48.0] * 4), corners, [[2]], [[0]]) == pytest.approx(1.0)
+    # widths are relative to each clip's median: two still mouths of different sizes give 1, not 40/60
+    assert lip_rounding([corners_at([40.0] * 3), corners_at([60.0] * 3)], corners, [[1], []], [[], [1]]) == 1.0
+    # a wide clip (median 60 mm) rounding to 45 mm, a narrow one (median 40) spreading to 44:
+    # (45/60) / (44/40) = 0.75 / 1.1
+    assert lip_rounding([corners_at([60.0, 45.0, 60.0]), corners_at([40.0, 44.0, 40.0])], corners,
+                        [[1], []], [[], [1]]) == pytest.approx(0.75 / 1.1)
+    # flattened [T, V*3] arrays read the same
+    assert lip_rounding(motion.reshape(4, 6), corners, [[2]], [[0, 3]]) == pytest.approx(30.0 / 47.5)
+    with pytest.raises(VoxmeshError, match="both a rounded vowel and a spread vowel"):
+        lip_rounding(motion, corners, [[2]], [[]])
+
+
+def test_blinks_are_runs_below_half_the_median_lid_opening():
+    from voxmesh.eval.metrics import blink_intervals, blink_statistics
+
+    pairs = np.array([[0, 1], [2, 3]])
+    # median of these 14 openings is 6 mm, the threshold 3 mm: frames 3-5 (3 frames) and 11-12 (2)
+    # are blinks; frame 8 (1 frame, under the 2 frames that 0.05 s takes at 30 fps) is not.
+    lids = lids_at([6, 6, 6, 2, 0, 2, 6, 6, 1, 6, 6, 0, 0, 6])
+    assert blink_intervals(lids, pairs, 30.0).tolist() == [[3, 6], [11, 13]]
+    stats = blink_statistics(lids, pairs, 30.0)
+    assert stats["blink_rate"] == pytest.approx(2 / (14 / 30) * 60)          # 2 blinks in 14/30 s
+    assert stats["blink_duration"] == pytest.approx((3 + 2) / 2 / 30)         # mean 2.5 frames
+    # at 10 fps one frame is 0.1 s, so the one-frame dip counts too; fraction and length are parameters
+    assert blink_intervals(lids, pairs, 10.0).tolist() == [[3, 6], [8, 9], [11, 13]]
+    assert blink_intervals(lids, pairs, 30.0, fraction=0.2).tolist() == [[11, 13]]   # below 1.2 mm: 4, 8, 11-12
+    assert blink_intervals(lids, pairs, 30.0, min_seconds=0.1).tolist() == [[3, 6]]
+    # pooled over sequences: 2 + 0 blinks in (14 + 10) / 30 s; eyes that never close: rate 0, no duration
+    still = lids_at([6] * 10)
+    pooled = blink_statistics([lids, still], pairs, 30.0)
+    assert pooled["blink_rate"] == pytest.approx(2 / (24 / 30) * 60)
+    assert pooled["blink_duration"] == pytest.approx(2.5 / 30)
+    assert blink_statistics(still, pairs, 30.0) == {"blink_rate": 0.0}
+    with pytest.raises(VoxmeshError, match="positive frame rate"):
+        blink_statistics(lids, pairs, 0.0)
+    with pytest.raises(VoxmeshError, match="fraction"):
+        blink_intervals(lids, pairs, 30.0, fraction=1.5)
+
+
+ARTICULATION_REGIONS = {"inner_lip_pairs": np.array([[0, 1], [2, 3]]), "lip_corners": np.array([[4, 5]]),
+                        "eyelid_pairs": np.array([[6, 7]])}
+
+
+def face_at(openings_mm, widths_mm, lids_mm):
+    """Frames of 8 vertices: two inner-lip pairs, the lip corners and one eyelid pair."""
+    frames = np.zeros((len(openings_mm), 8, 3))
+    frames[:, :4] = lips_at(openings_mm)
+    frames[:, 4:6] = corners_at(widths_mm)
+    frames[:, 7, 1] = -np.asarray(lids_mm) / 1000.0
+    return frames
+
+
+def test_evaluate_sequences_and_the_accumulator_add_the_articulation_measures():
+    gt = face_at([0, 12, 0, 8, 0, 0], [50, 48, 36, 50, 50, 50], [6, 6, 0, 0, 6, 6])
+    pred = face_at([2, 6, 2, 4, 0, 0, 9], [50, 50, 50, 50, 50, 50, 1], [6] * 7)  # one frame longer: cut
+    frames = {"bilabial": np.array([0, 2]), "open_vowel": np.array([1, 3]), "rounded_vowel": np.array([2]),
+              "spread_vowel": np.array([1])}
+    result = evaluate_sequences([pred], [gt], None, ARTICULATION_REGIONS, [frames["bilabial"]], [frames], fps=30.0)
+    assert list(result)[-4:] == ["lip_closure", "vowel_contrast", "lip_rounding", "blink_rate"]
+    # open (6 + 4) / 2 = 5 mm over bilabial 2 mm; widths 50/50; no blink in 0.2 s
+    assert result["vowel_contrast"] == pytest.approx(2.5) and result["lip_rounding"] == pytest.approx(1.0)
+    assert result["blink_rate"] == 0.0 and "blink_duration" not in result
+    truth = evaluate_sequences([gt], [gt], None, ARTICULATION_REGIONS, None, [frames], fps=30.0)
+    # open 10 mm over the 1 mm floor; 36 / 48 mm; one 2-frame blink in 6 frames at 30 fps
+    assert truth["vowel_contrast"] == pytest.approx(10.0) and truth["lip_rounding"] == pytest.approx(0.75)
+    assert truth["blink_rate"] == pytest.approx(300.0) and truth["blink_duration"] == pytest.approx(2 / 30)
+    assert {METRIC_UNITS[k] for k in ("vowel_contrast", "lip_rounding", "blink_rate", "blink_duration")} == {
+        "ratio", "1/min", "s"}
+    # without phoneme frames or fps nothing new is computed
+    assert "vowel_contrast" not in evaluate_sequences([pred], [gt], None, ARTICULATION_REGIONS)
+    assert "blink_rate" not in evaluate_sequences([pred], [gt], None, ARTICULATION_REGIONS, None, [frames])
+    # the accumulator pools the sums, not the per-sequence ratios
+    other_gt = face_at([0, 20, 4], [40, 40, 40], [6, 6, 6])
+    other_frames = {"bilabial": np.array([2]), "open_vowel": np.array([1]), "rounded_vowel": np.array([], dtype=int),
+                    "spread_vowel": np.array([0])}
+    accumulator = MetricAccumulator(ARTICULATION_REGIONS, fps=30.0)
+    accumulator.add(gt, gt, None, frames["bilabial"], frames)
+    accumulator.add(other_gt, other_gt, None, other_frames["bilabial"], other_frames)
+    pooled = accumulator.result()
+    whole = evaluate_sequences([gt, other_gt], [gt, other_gt], None, ARTICULATION_REGIONS,
+                               [frames["bilabial"], other_frames["bilabial"]], [frames, other_frames], fps=30.0)
+    assert pooled == pytest.approx(whole, rel=1e-12, abs=0)
+    # open (12 + 8 + 20) / 3 mm over bilabial (0 + 0 + 4) / 3 mm; widths over each clip's median (50, 40 mm):
+    # rounded 36/50 over spread (48/50 + 40/40) / 2; one blink in 9 frames
+    assert pooled["vowel_contrast"] == pytest.approx(10.0)
+    assert pooled["lip_rounding"] == pytest.approx(0.72 / 0.98)
+    assert pooled["blink_rate"] == pytest.approx(200.0) and pooled["blink_duration"] == pytest.approx(2 / 30)

@@ -32,18 +32,24 @@ from voxmesh.data.layout import FaceDataset, Sequence
 from voxmesh.errors import VoxmeshError
 from voxmesh.eval.metrics import (
     BILABIAL_PHONEMES,
+    BLINK_FRACTION,
+    BLINK_MIN_SECONDS,
     LIP_CLOSURE_TOLERANCE,
     METRIC_UNITS,
+    VOWEL_CONTRAST_FLOOR,
     MetricAccumulator,
     _emotion_region,
     _Sum,
-    bilabial_closure_frames,
+    articulation_frames,
     diversity,
 )
 from voxmesh.files import atomic_path, refuse_existing
 from voxmesh.runtime import resolve_device
 
-METRIC_ORDER = ("LVE", "EVE", "FDD", "FDD_abs", "MVE", "MOD", "lip_closure", "diversity")
+METRIC_ORDER = ("LVE", "EVE", "FDD", "FDD_abs", "MVE", "MOD", "lip_closure", "vowel_contrast", "lip_rounding",
+                "blink_rate", "blink_duration", "diversity")
+ARTICULATION_KEYS = ("lip_closure", "vowel_contrast", "lip_rounding", "blink_rate", "blink_duration")
+"""Keys the report also gives for the ground truth itself (what a model should match)."""
 
 
 # ---- features and generation (shared with the trainer's validation) ----------------------
@@ -124,10 +130,12 @@ def metric_regions(dataset: FaceDataset) -> dict[str, np.ndarray]:
     return {**dataset.regions, **dataset.vertex_pairs}
 
 
-def describe_masks(regions: dict[str, np.ndarray], num_vertices: int, closures: int = 0) -> dict[str, dict[str, Any]]:
+def describe_masks(regions: dict[str, np.ndarray], num_vertices: int, closures: int = 0, *,
+                   midpoints: dict[str, int] | None = None) -> dict[str, dict[str, Any]]:
     """Which vertices each metric used: ``{metric: {"region": name, "vertices"/"pairs": n}}``;
     lip-closure accuracy also names the number of closures scored, the phonemes and the
-    tolerance."""
+    tolerance; vowel contrast and lip rounding the number of ``midpoints`` of each phoneme
+    class they read (class -> count); the blinks their threshold."""
     masks: dict[str, dict[str, Any]] = {}
     if "lips" in regions:
         masks["LVE"] = {"region": "lips", "vertices": int(np.asarray(regions["lips"]).size)}
@@ -144,6 +152,18 @@ def describe_masks(regions: dict[str, np.ndarray], num_vertices: int, closures: 
         if closures:
             masks["lip_closure"] = {**masks["MOD"], "closures": int(closures), "phonemes": list(BILABIAL_PHONEMES),
                                     "tolerance_m": LIP_CLOSURE_TOLERANCE}
+    midpoints = midpoints or {}
+    if "inner_lip_pairs" in regions and midpoints.get("open_vowel") and midpoints.get("bilabial"):
+        masks["vowel_contrast"] = {**masks["MOD"], "open_vowels": int(midpoints["open_vowel"]),
+                                   "bilabials": int(midpoints["bilabial"]), "floor_m": VOWEL_CONTRAST_FLOOR}
+    if "lip_corners" in regions and midpoints.get("rounded_vowel") and midpoints.get("spread_vowel"):
+        masks["lip_rounding"] = {"region": "lip_corners", "pairs": int(np.asarray(regions["lip_corners"]).size // 2),
+                                 "rounded_vowels": int(midpoints["rounded_vowel"]),
+                                 "spread_vowels": int(midpoints["spread_vowel"])}
+    if "eyelid_pairs" in regions:
+        masks["blink_rate"] = {"region": "eyelid_pairs", "pairs": int(np.asarray(regions["eyelid_pairs"]).size // 2),
+                               "shut_below_median_share": BLINK_FRACTION, "min_seconds": BLINK_MIN_SECONDS}
+        masks["blink_duration"] = dict(masks["blink_rate"])
     return masks
 
 
@@ -231,10 +251,12 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
     unseen_subjects = sorted({r.subject for r in records if r.subject not in speakers})
     conditions: list[str | None] = list(speakers) if unseen_subjects else [None]
     offset = mean_training_offset(dataset, progress=progress)
-    per_condition_metrics = {condition: MetricAccumulator(regions) for condition in conditions}
-    baselines = {"static": MetricAccumulator(regions)}
+    per_condition_metrics = {condition: MetricAccumulator(regions, dataset.fps) for condition in conditions}
+    baselines = {"static": MetricAccumulator(regions, dataset.fps)}
     if offset is not None:
-        baselines["mean"] = MetricAccumulator(regions)
+        baselines["mean"] = MetricAccumulator(regions, dataset.fps)
+    truth = MetricAccumulator(regions, dataset.fps)  # the ground truth's own articulation
+    midpoints: dict[str, int] = {}
     emotions = EmotionConfusion(model, device)
     draws = _Sum()  # diversity of each sequence, averaged at the end
     seen_sequences, closure_count = 0, 0
@@ -253,18 +275,21 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
         sequence = dataset.load(record)
         features = sequence_features(model, sequence.audio, sequence.num_frames, dataset.fps, device, cache)
         gt, template = sequence.vertices, sequence.template
-        closures = bilabial_closure_frames(sequence.phonemes, sequence.fps, sequence.num_frames)
+        frames = articulation_frames(sequence.phonemes, sequence.fps, sequence.num_frames)
+        closures = frames["bilabial"]
         closure_count += int(closures.size)
+        for name, indices in frames.items():
+            midpoints[name] = midpoints.get(name, 0) + int(indices.size)
         seen = sequence.subject in speakers
         first = None  # the seed-`seed` motion in the subject's own style, the first diversity sample
         if seen:
             seen_sequences += 1
             first = timed_generate(sequence, sequence.subject, features, seed)
             for accumulator in per_condition_metrics.values():
-                accumulator.add(first, gt, template, closures)
+                accumulator.add(first, gt, template, closures, frames)
         else:
             for condition, accumulator in per_condition_metrics.items():
-                accumulator.add(timed_generate(sequence, condition, features, seed), gt, template, closures)
+                accumulator.add(timed_generate(sequence, condition, features, seed), gt, template, closures, frames)
         if samples > 1:
             # Unseen subjects are drawn in the first training speaker's style, every seed generated anew.
             speaker = sequence.subject if seen else conditions[0]
@@ -272,21 +297,25 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
             stack += [timed_generate(sequence, speaker, features, seed + k) for k in range(len(stack), samples)]
             draws.add(diversity(np.stack(stack)))
             del stack
-        baselines["static"].add(_constant(template, len(gt)), gt, template, closures)
+        baselines["static"].add(_constant(template, len(gt)), gt, template, closures, frames)
         if offset is not None:
-            baselines["mean"].add(_constant(template + offset, len(gt)), gt, template, closures)
+            baselines["mean"].add(_constant(template + offset, len(gt)), gt, template, closures, frames)
+        truth.add(gt, gt, template, closures, frames)
         emotions.add(sequence, features)
         del sequence, features, gt, first  # nothing of this sequence outlives its turn
 
     per_condition = {condition or "own style": accumulator.result()
                      for condition, accumulator in per_condition_metrics.items()}
-    keys = list(next(iter(per_condition.values())))
-    model_row = {k: float(np.mean([m[k] for m in per_condition.values()])) for k in keys}
+    # Blink duration exists only where a blink was drawn: averaged over the conditions that have it.
+    keys = [k for k in METRIC_ORDER if any(k in m for m in per_condition.values())]
+    model_row = {k: float(np.mean([m[k] for m in per_condition.values() if k in m])) for k in keys}
     if samples > 1:
         model_row["diversity"] = draws.value / len(records)
         keys.append("diversity")
     rows: dict[str, dict[str, float]] = {name: accumulator.result() for name, accumulator in baselines.items()}
     rows["model"] = model_row
+    ground_truth = {k: v for k, v in truth.result().items() if k in ARTICULATION_KEYS}
+    keys += [k for k in ground_truth if k not in keys]
     frames = baselines["static"].frames
 
     result: dict[str, Any] = {
@@ -307,6 +336,7 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
         "unseen_subjects": unseen_subjects,
         "conditions": [c for c in conditions if c is not None],
         "rows": rows,
+        "ground_truth": ground_truth,
         "samples": samples,
         "steps": steps,
         **{k: round(v, 3) for k, v in clock.items()},
@@ -314,7 +344,7 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
         "emotion_source": emotion_source if getattr(model, "emotions", None) else None,
         "emotion_classification": emotions.result(),
         "units": {k: METRIC_UNITS[k] for k in keys},
-        "masks": describe_masks(regions, topology.num_vertices, closure_count),
+        "masks": describe_masks(regions, topology.num_vertices, closure_count, midpoints=midpoints),
         "baselines": {
             "static": "the subject's template, unmoving",
             "mean": "the template plus the mean training offset from the template per vertex, constant over time",
@@ -378,12 +408,19 @@ def _output_paths(run: Path, split: str, out: str | Path | None) -> tuple[Path, 
     return Path(str(out) + ".md"), Path(str(out) + ".json")
 
 
-_UNIT_TEXT = {"m^2": "m²", "m": "m", "share": "%"}
+_UNIT_TEXT = {"m^2": "m²", "m": "m", "share": "%", "ratio": "x", "1/min": "/min", "s": "s"}
+
+
+_PLAIN_FORMATS = {"ratio": "{:.2f}", "1/min": "{:.1f}", "s": "{:.3f}"}
 
 
 def _metric_text(key: str, value: float) -> str:
-    """A metric value as the reports print it: shares in percent, the rest in scientific notation."""
-    return f"{100 * value:.1f}" if METRIC_UNITS.get(key) == "share" else f"{value:.4e}"
+    """A metric value as the reports print it: shares in percent, ratios, rates and seconds
+    plainly, the rest in scientific notation."""
+    unit = METRIC_UNITS.get(key)
+    if unit == "share":
+        return f"{100 * value:.1f}"
+    return _PLAIN_FORMATS.get(unit, "{:.4e}").format(value)
 
 
 def format_evaluation(result: dict[str, Any]) -> str:
@@ -403,7 +440,10 @@ def format_evaluation(result: dict[str, Any]) -> str:
         "| | " + " | ".join(f"{k} ({_UNIT_TEXT.get(result['units'][k], result['units'][k])})" for k in keys) + " |",
         "|---|" + "---:|" * len(keys),
     ]
-    for row, values in result["rows"].items():
+    rows = dict(result["rows"])
+    if result.get("ground_truth"):
+        rows["ground truth"] = result["ground_truth"]
+    for row, values in rows.items():
         lines.append(f"| {names.get(row, row)} | " + " | ".join(_metric_text(k, values[k]) if k in values else ""
                                                                for k in keys) + " |")
     lines.append("")
@@ -411,12 +451,21 @@ def format_evaluation(result: dict[str, Any]) -> str:
     parts = []
     for key in keys:
         mask = masks.get(key)
-        if mask is None or key == "FDD_abs":
+        if mask is None or key in ("FDD_abs", "blink_duration"):
             continue
         size = f"{mask['pairs']} vertex pairs" if "pairs" in mask else f"{mask['vertices']} vertices"
         if "closures" in mask:
             size += (f"; {mask['closures']} midpoints of /{'/, /'.join(mask['phonemes'])}/, closed when at most "
                      f"{mask['tolerance_m'] * 1000:g} mm more open than the ground truth")
+        if "open_vowels" in mask:
+            size += (f"; mouth opening at {mask['open_vowels']} open-vowel over {mask['bilabials']} bilabial "
+                     f"midpoints, the latter at least {mask['floor_m'] * 1000:g} mm")
+        if "rounded_vowels" in mask:
+            size += (f"; mouth width at {mask['rounded_vowels']} rounded-vowel over {mask['spread_vowels']} "
+                     "spread-vowel midpoints")
+        if "min_seconds" in mask:
+            size += (f"; blink_rate and blink_duration: eyelid opening below {100 * mask['shut_below_median_share']:g}% "
+                     f"of its clip's median for at least {mask['min_seconds']:g} s")
         parts.append(f"{key} over `{mask['region']}` ({size})")
     lines.append("Masks: " + "; ".join(parts) + ".")
     if "diversity" in keys:
@@ -426,8 +475,12 @@ def format_evaluation(result: dict[str, Any]) -> str:
         "Units: LVE, EVE and FDD are squared metres (the papers' \"x1e-5 mm\" columns are these values scaled); "
         "MVE and MOD are metres. Lower is better, except FDD, which is signed (ground truth minus prediction; "
         "FDD_abs is its absolute value)" + ("; lip_closure is the percentage of bilabial closures with closed lips "
-                                            "(higher is better)." if "lip_closure" in keys else ".")
+                                            "(higher is better)" if "lip_closure" in keys else "") + "."
     )
+    if any(k in keys for k in ARTICULATION_KEYS[1:]):
+        lines.append("Articulation (each motion on its own; the ground-truth row is the target, not an error): "
+                     "vowel_contrast and lip_rounding are ratios (x), blink_rate is blinks per minute, "
+                     "blink_duration the mean seconds a blink stays below the threshold.")
     if result["unseen_sequences"]:
         lines.append(
             f"Unseen subjects ({', '.join(result['unseen_subjects'])}, {result['unseen_sequences']} sequences) were "

@@ -18,13 +18,18 @@ that do not fit in memory at all.
 Units: vertex positions are in metres on VOCASET/BIWI/FLAME data, so LVE, EVE and FDD
 are squared metres (the papers' "x1e-5 mm" / "x1e-7 mm" columns are these numbers
 scaled), and MVE, MOD and diversity are metres; lip-closure accuracy (voxmesh's own, for
-data with phoneme timings) is a share in [0, 1]; see :data:`METRIC_UNITS`.
+data with phoneme timings) is a share in [0, 1]; the articulation measures (voxmesh's own:
+vowel contrast and lip rounding, ratios; blink rate per minute and blink duration in
+seconds) describe one motion each and are reported for the prediction and the ground truth
+side by side; see :data:`METRIC_UNITS`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Union
+
+import math
 
 import numpy as np
 import torch
@@ -43,15 +48,56 @@ METRIC_UNITS: dict[str, str] = {
     "MOD": "m",
     "diversity": "m",
     "lip_closure": "share",
+    "vowel_contrast": "ratio",
+    "lip_rounding": "ratio",
+    "blink_rate": "1/min",
+    "blink_duration": "s",
 }
 """Unit of each metric key: squared metres for the squared-distance metrics, metres
-for the plain distances, a share in [0, 1] for lip-closure accuracy."""
+for the plain distances, a share in [0, 1] for lip-closure accuracy, plain ratios for
+vowel contrast and lip rounding, blinks per minute and seconds for the blinks."""
 
 BILABIAL_PHONEMES: tuple[str, ...] = ("p", "b", "m")
 """Phoneme symbols whose midpoint must show closed lips (lip-closure accuracy)."""
 
+# Vowel classes for the articulation measures: the monophthongs of each class in the
+# synthetic data's espeak-ng table (voxmesh.data.synthetic.phonemes; a test keeps them in
+# step), then the ARPAbet symbols of the same vowels as CMUdict / pocketsphinx write them
+# (upper case, no stress digit), so that force-aligned real speech is scored the same way.
+# Diphthongs are left out (their midpoint lies between two shapes), except espeak's "oU",
+# rounded from start to end.
+OPEN_VOWEL_PHONEMES: tuple[str, ...] = ("a", "aa", "A:", "A", "A@", "a2", "AA", "AE")
+"""Open vowels (father, cat): the jaw's widest shapes (vowel contrast's numerator)."""
+
+ROUNDED_VOWEL_PHONEMES: tuple[str, ...] = ("u:", "U", "O:", "O", "O2", "O@", "o@", "0", "oU",
+                                           "UW", "UH", "AO", "OW")
+"""Rounded vowels (goose, foot, thought, goat): narrow, protruded lips (lip rounding's numerator)."""
+
+SPREAD_VOWEL_PHONEMES: tuple[str, ...] = ("i:", "i", "I", "I2", "I#", "IY", "IH")
+"""Spread vowels (fleece, kit): the widest mouth (lip rounding's denominator)."""
+
+ARTICULATION_CLASSES: dict[str, tuple[str, ...]] = {
+    "bilabial": BILABIAL_PHONEMES + ("P", "B", "M"),  # espeak's and ARPAbet's
+    "open_vowel": OPEN_VOWEL_PHONEMES,
+    "rounded_vowel": ROUNDED_VOWEL_PHONEMES,
+    "spread_vowel": SPREAD_VOWEL_PHONEMES,
+}
+"""Phoneme classes whose midpoints the articulation measures read, by name."""
+
 LIP_CLOSURE_TOLERANCE = 1.0e-3
 """Metres a prediction's inner-lip distance may exceed the ground truth's at a closure."""
+
+VOWEL_CONTRAST_FLOOR = LIP_CLOSURE_TOLERANCE
+"""Metres below which the mean opening at bilabials counts as this value in the vowel
+contrast: sealed lips (0 m) would divide by zero, and a gap within the lip-closure
+tolerance is closed anyway."""
+
+BLINK_FRACTION = 0.5
+"""An eye is shut for blink counting when its opening is below this share of its clip's median."""
+
+BLINK_MIN_SECONDS = 0.05
+"""Shortest run of shut frames that counts as a blink (rounded up to whole frames: 2 at 25
+or 30 fps, 3 at 60), so a one-frame flicker of a prediction is no blink."""
 
 # Bytes of one float64 working chunk. A metric holds a few such arrays at once, so its
 # extra memory stays within some tens of MB whatever the length of the test set.
@@ -321,8 +367,9 @@ def _vertex_pairs(lip_pairs: object, num_vertices: int) -> np.ndarray:
     return _vertex_indices(pairs.reshape(-1), num_vertices, "inner-lip pair").reshape(-1, 2)
 
 
-def _mouth_opening(x: ArrayLike, start: int, stop: int, pairs: np.ndarray) -> np.ndarray:
-    """``[c]`` mean over pairs of the upper-to-lower lip distance in frames start:stop."""
+def _mean_pair_distance(x: ArrayLike, start: int, stop: int, pairs: np.ndarray) -> np.ndarray:
+    """``[c]`` mean over pairs of the distance between a pair's two vertices (upper and
+    lower lip, left and right corner, upper and lower lid) in frames start:stop."""
     gap = _float64(x, start, stop, pairs[:, 0]) - _float64(x, start, stop, pairs[:, 1])  # [c, P, 3]
     np.square(gap, out=gap)
     return np.sqrt(gap.sum(axis=2)).mean(axis=1)
@@ -332,9 +379,17 @@ def mouth_opening(vertices: ArrayLike, lip_pairs: object) -> np.ndarray:
     """Mouth opening per frame, float64 ``[T]`` metres: the mean over ``lip_pairs``
     (int ``[P, 2]``, upper and lower vertex) of their distance, as MOD measures it, for
     one sequence ``[T, V, 3]`` (or ``[T, V*3]``)."""
+    return mean_pair_distance(vertices, lip_pairs)
+
+
+def mean_pair_distance(vertices: ArrayLike, pairs: object) -> np.ndarray:
+    """Per frame the mean over ``pairs`` (int ``[P, 2]``) of the distance between a pair's
+    two vertices, float64 ``[T]`` metres, for one sequence ``[T, V, 3]`` (or ``[T, V*3]``):
+    the mouth width from ``lip_corners``, the eyelid opening from ``eyelid_pairs``, the
+    mouth opening from ``inner_lip_pairs`` (:func:`mouth_opening`)."""
     frames = _as_frames(vertices, "vertices")
-    pairs = _vertex_pairs(lip_pairs, _num_vertices(frames))
-    return _mouth_opening(frames, 0, len(frames), pairs)
+    checked = _vertex_pairs(pairs, _num_vertices(frames))
+    return _mean_pair_distance(frames, 0, len(frames), checked)
 
 
 def mouth_open_difference(pred: Sequences, gt: Sequences, lip_pairs: object) -> float:
@@ -347,7 +402,7 @@ def mouth_open_difference(pred: Sequences, gt: Sequences, lip_pairs: object) -> 
     for p, g in _paired(pred, gt):
         pairs = _vertex_pairs(lip_pairs, int(g.shape[1]))
         for start, stop in _frame_chunks(int(g.shape[0]), 6 * len(pairs)):
-            opened = _mouth_opening(p, start, stop, pairs) - _mouth_opening(g, start, stop, pairs)
+            opened = _mean_pair_distance(p, start, stop, pairs) - _mean_pair_distance(g, start, stop, pairs)
             total += float(np.abs(opened).sum())
             frames += stop - start
     return total / frames
@@ -355,10 +410,11 @@ def mouth_open_difference(pred: Sequences, gt: Sequences, lip_pairs: object) -> 
 
 # ---- lip closure ----------------------------------------------------------------------
 
-def bilabial_closure_frames(phonemes: Sequence[object] | None, fps: float, num_frames: int,
-                            symbols: Sequence[str] = BILABIAL_PHONEMES) -> np.ndarray:
-    """Frame indices (int ``[K]``, ascending) of the midpoints of a sequence's bilabial
-    phonemes: ``round(fps * (start + end) / 2)``, clipped to the last frame.
+def phoneme_midpoint_frames(phonemes: Sequence[object] | None, fps: float, num_frames: int,
+                            symbols: Sequence[str]) -> np.ndarray:
+    """Frame indices (int ``[K]``, ascending) of the midpoints of a sequence's phonemes
+    whose symbol is in ``symbols``: ``round(fps * (start + end) / 2)``, clipped to the
+    last frame.
 
     phonemes: items with ``symbol``, ``start`` and ``end`` (seconds) attributes, or
     ``(symbol, start, end)`` tuples as the manifest stores them; None gives no frames.
@@ -372,6 +428,21 @@ def bilabial_closure_frames(phonemes: Sequence[object] | None, fps: float, num_f
         if str(symbol).lstrip("',%=") in wanted:
             frames.append(min(int(round(0.5 * (float(start) + float(end)) * fps)), num_frames - 1))
     return np.asarray(sorted(frames), dtype=np.int64)
+
+
+def bilabial_closure_frames(phonemes: Sequence[object] | None, fps: float, num_frames: int,
+                            symbols: Sequence[str] = BILABIAL_PHONEMES) -> np.ndarray:
+    """Frame indices (int ``[K]``, ascending) of the midpoints of a sequence's bilabial
+    phonemes (/p/, /b/, /m/): :func:`phoneme_midpoint_frames` with those symbols."""
+    return phoneme_midpoint_frames(phonemes, fps, num_frames, symbols)
+
+
+def articulation_frames(phonemes: Sequence[object] | None, fps: float, num_frames: int) -> dict[str, np.ndarray]:
+    """Midpoint frames of each class of :data:`ARTICULATION_CLASSES` in one sequence:
+    ``{"bilabial": int [K1], "open_vowel": [K2], "rounded_vowel": [K3], "spread_vowel": [K4]}``
+    (empty arrays without phoneme timings)."""
+    return {name: phoneme_midpoint_frames(phonemes, fps, num_frames, symbols)
+            for name, symbols in ARTICULATION_CLASSES.items()}
 
 
 def lip_closure_accuracy(pred: Sequences, gt: Sequences, lip_pairs: object, closure_frames: Sequence[object],
@@ -405,12 +476,180 @@ def lip_closure_accuracy(pred: Sequences, gt: Sequences, lip_pairs: object, clos
                 "pass frame indices of that sequence."
             )
         pairs = _vertex_pairs(lip_pairs, int(g.shape[1]))
-        opened = np.array([_mouth_opening(p, k, k + 1, pairs)[0] - _mouth_opening(g, k, k + 1, pairs)[0] for k in idx])
+        opened = np.array([_mean_pair_distance(p, k, k + 1, pairs)[0] - _mean_pair_distance(g, k, k + 1, pairs)[0] for k in idx])
         closed += int(np.count_nonzero(opened <= tolerance))
         total += int(idx.size)
     if total == 0:
         raise VoxmeshError("No sequence has a bilabial closure (/p/, /b/, /m/ with timings); lip-closure accuracy needs one.")
     return closed / total
+
+
+# ---- articulation -------------------------------------------------------------------------
+# Measures of one motion each (a prediction or the ground truth), pooled over sequences:
+# vowel contrast and lip rounding over the phoneme midpoints of every sequence, blinks over
+# every second. _ArticulationTally holds the sums, so a streamed evaluation
+# (MetricAccumulator) and a whole-list one give the same numbers.
+
+def _frame_indices(frames: object, num_frames: int, what: str, sequence: int) -> np.ndarray:
+    """int64 ``[K]`` frame indices of one sequence, checked against its length."""
+    idx = np.asarray(frames, dtype=np.int64).reshape(-1)
+    if idx.size and (idx.min() < 0 or idx.max() >= num_frames):
+        raise VoxmeshError(
+            f"{what.capitalize()} frames of sequence {sequence} span {idx.min()}..{idx.max()} but it has "
+            f"{num_frames} frames; pass frame indices of that sequence."
+        )
+    return idx
+
+
+def blink_intervals(vertices: ArrayLike, eyelid_pairs: object, fps: float, fraction: float = BLINK_FRACTION,
+                    min_seconds: float = BLINK_MIN_SECONDS) -> np.ndarray:
+    """The blinks of one sequence ``[T, V, 3]`` (or ``[T, V*3]``): int64 ``[K, 2]`` frame
+    ranges ``[start, stop)``.
+
+    The eyelid opening of a frame is the mean over ``eyelid_pairs`` (int ``[Q, 2]``, upper
+    and lower lid vertex) of their distance. A blink is a run of consecutive frames whose
+    opening is below ``fraction`` of the sequence's median opening, at least
+    ``ceil(min_seconds * fps)`` frames long. Runs touching the first or last frame count."""
+    if fps <= 0:
+        raise VoxmeshError(f"fps is {fps}; pass the sequence's positive frame rate to count blinks.")
+    if not 0.0 < fraction < 1.0 or min_seconds < 0:
+        raise VoxmeshError(f"Blink fraction {fraction} and min_seconds {min_seconds} must lie in (0, 1) and be >= 0.")
+    opening = mean_pair_distance(vertices, eyelid_pairs)
+    if opening.size == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    shut = opening < fraction * np.median(opening)
+    edges = np.diff(np.concatenate([[0], shut.astype(np.int8), [0]]))
+    starts, stops = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]
+    keep = (stops - starts) >= max(1, math.ceil(min_seconds * fps - 1e-9))
+    return np.stack([starts[keep], stops[keep]], axis=1).astype(np.int64)
+
+
+class _ArticulationTally:
+    """Sums behind vowel contrast, lip rounding and the blink measures of one motion set."""
+
+    def __init__(self) -> None:
+        self.sums = {name: 0.0 for name in ("open", "closed", "rounded", "spread", "blink_seconds", "seconds")}
+        self.counts = {name: 0 for name in ("open", "closed", "rounded", "spread", "blinks")}
+
+    def add(self, vertices: ArrayLike, regions: Mapping[str, object], frames: Mapping[str, object] | None,
+            fps: float | None, sequence: int = 0) -> None:
+        """Tally one sequence ``[T, V, 3]``: mouth opening at its bilabial and open-vowel
+        midpoints (``inner_lip_pairs``), mouth width at rounded and spread vowels over its
+        median width (``lip_corners``), blinks (``eyelid_pairs``, with ``fps``)."""
+        x = _as_frames(vertices, f"Sequence {sequence}")
+        num_frames = int(x.shape[0])
+        frames = frames or {}
+        for pair_name, classes in (("inner_lip_pairs", (("open", "open_vowel"), ("closed", "bilabial"))),
+                                   ("lip_corners", (("rounded", "rounded_vowel"), ("spread", "spread_vowel")))):
+            if pair_name not in regions:
+                continue
+            pairs = _vertex_pairs(regions[pair_name], int(x.shape[1]))
+            indices = [_frame_indices(frames.get(name, ()), num_frames, name.replace("_", " "), sequence)
+                       for _, name in classes]
+            if not any(idx.size for idx in indices):
+                continue
+            distance = np.concatenate([_mean_pair_distance(x, start, stop, pairs)
+                                       for start, stop in _frame_chunks(num_frames, 6 * len(pairs))])
+            # Widths relative to the clip's own median: mouths of different sizes (subjects,
+            # or a model that shrinks them) pool without weighing rounded against spread.
+            reference = float(np.median(distance)) if pair_name == "lip_corners" else 1.0
+            for (key, _), idx in zip(classes, indices):
+                if idx.size and reference > 0:
+                    self.sums[key] += float(distance[idx].sum()) / reference
+                    self.counts[key] += int(idx.size)
+        if "eyelid_pairs" in regions and fps is not None:
+            blinks = blink_intervals(x, regions["eyelid_pairs"], fps)
+            self.counts["blinks"] += len(blinks)
+            self.sums["blink_seconds"] += float((blinks[:, 1] - blinks[:, 0]).sum()) / fps
+            self.sums["seconds"] += num_frames / fps
+
+    def merge(self, other: "_ArticulationTally") -> None:
+        for key, value in other.sums.items():
+            self.sums[key] += value
+        for key, value in other.counts.items():
+            self.counts[key] += value
+
+    def result(self) -> dict[str, float]:
+        """The measures whose inputs were seen: "vowel_contrast", "lip_rounding",
+        "blink_rate", "blink_duration" (the last only once a blink was seen)."""
+        mean = {k: self.sums[k] / self.counts[k] for k in ("open", "closed", "rounded", "spread") if self.counts[k]}
+        out: dict[str, float] = {}
+        if "open" in mean and "closed" in mean:
+            out["vowel_contrast"] = mean["open"] / max(mean["closed"], VOWEL_CONTRAST_FLOOR)
+        if "rounded" in mean and mean.get("spread", 0.0) > 0.0:
+            out["lip_rounding"] = mean["rounded"] / mean["spread"]
+        if self.sums["seconds"] > 0:
+            out["blink_rate"] = 60.0 * self.counts["blinks"] / self.sums["seconds"]
+            if self.counts["blinks"]:
+                out["blink_duration"] = self.sums["blink_seconds"] / self.counts["blinks"]
+        return out
+
+
+def _tally(vertices: Sequences, regions: Mapping[str, object], frames: Sequence[Mapping[str, object]] | None,
+           fps: float | None) -> _ArticulationTally:
+    sequences = _as_sequence_list(vertices, "motion")
+    if frames is not None and len(frames) != len(sequences):
+        raise VoxmeshError(
+            f"Got phoneme frames for {len(frames)} sequences but {len(sequences)} sequences; pass one set a sequence."
+        )
+    tally = _ArticulationTally()
+    for i, x in enumerate(sequences):
+        tally.add(x, regions, None if frames is None else frames[i], fps, i)
+    return tally
+
+
+def _class_ratio(key: str, vertices: Sequences, pair_name: str, pairs: object,
+                 first: tuple[str, Sequence[object]], second: tuple[str, Sequence[object]]) -> float:
+    """The articulation measure ``key`` from two phoneme classes' midpoint frames
+    (``(class name, one int array a sequence)`` each)."""
+    (name_a, frames_a), (name_b, frames_b) = first, second
+    label_a, label_b = name_a.replace("_", " "), name_b.replace("_", " ")
+    if len(frames_a) != len(frames_b):
+        raise VoxmeshError(f"Got {label_a} frames for {len(frames_a)} sequences but {label_b} frames for "
+                           f"{len(frames_b)}; pass one list of each a sequence.")
+    frames = [{name_a: a, name_b: b} for a, b in zip(frames_a, frames_b)]
+    result = _tally(vertices, {pair_name: pairs}, frames, None).result()
+    if key not in result:
+        article = "an" if label_a[0] in "aeiou" else "a"
+        raise VoxmeshError(f"No sequence has both {article} {label_a} and a {label_b} with timings; "
+                           f"{key.replace('_', ' ')} needs both.")
+    return result[key]
+
+
+def vowel_contrast(vertices: Sequences, lip_pairs: object, open_frames: Sequence[object],
+                   closure_frames: Sequence[object]) -> float:
+    """Vowel contrast of one motion set: the mean mouth opening (:func:`mouth_opening`) at
+    open-vowel midpoints over the mean opening at bilabial midpoints, both pooled over the
+    sequences; the bilabial mean counts as :data:`VOWEL_CONTRAST_FLOOR` (1 mm) when smaller.
+    A mouth that opens for /a/ and seals for /p/ scores high; one that only follows
+    loudness scores near 1; one that never opens near 0.
+
+    vertices: ``[T, V, 3]`` / ``[T, V*3]`` or a list; lip_pairs: int ``[P, 2]``;
+    open_frames, closure_frames: one int array of midpoint frames a sequence
+    (:func:`articulation_frames`). A ratio."""
+    return _class_ratio("vowel_contrast", vertices, "inner_lip_pairs", lip_pairs, ("open_vowel", open_frames),
+                        ("bilabial", closure_frames))
+
+
+def lip_rounding(vertices: Sequences, lip_corners: object, rounded_frames: Sequence[object],
+                 spread_frames: Sequence[object]) -> float:
+    """Lip rounding of one motion set: the mean mouth width at rounded-vowel midpoints
+    over the mean width at spread-vowel midpoints, pooled over the sequences. The width
+    of a frame is the distance between the lip corners (the mean over ``lip_corners``
+    int ``[P, 2]`` pairs) divided by its sequence's median width, so subjects with wider
+    mouths do not tilt the pooled ratio. Below 1 when the lips narrow for /u/ /o/ and
+    widen for /i/; 1 for a mouth whose width never changes. A ratio."""
+    return _class_ratio("lip_rounding", vertices, "lip_corners", lip_corners, ("rounded_vowel", rounded_frames),
+                        ("spread_vowel", spread_frames))
+
+
+def blink_statistics(vertices: Sequences, eyelid_pairs: object, fps: float) -> dict[str, float]:
+    """Blinks of one motion set (:func:`blink_intervals` on every sequence):
+    ``{"blink_rate": blinks per minute over the pooled duration, "blink_duration": mean
+    seconds below the blink threshold (absent without a blink)}``."""
+    if fps is None or fps <= 0:
+        raise VoxmeshError(f"fps is {fps}; pass the sequences' positive frame rate to count blinks.")
+    return _tally(vertices, {"eyelid_pairs": eyelid_pairs}, None, fps).result()
 
 
 # ---- diversity ---------------------------------------------------------------------------
@@ -469,18 +708,26 @@ def _emotion_region(regions: Mapping[str, object]) -> object | None:
 
 
 def evaluate_sequences(preds: Sequences, gts: Sequences, templates: ArrayLike | Sequence[ArrayLike] | None,
-                       regions: Mapping[str, object], closures: Sequence[object] | None = None) -> dict[str, float]:
+                       regions: Mapping[str, object], closures: Sequence[object] | None = None,
+                       phoneme_frames: Sequence[Mapping[str, object]] | None = None,
+                       fps: float | None = None) -> dict[str, float]:
     """Every metric whose inputs exist, keyed "LVE", "EVE", "FDD", "FDD_abs", "MVE", "MOD"
-    and, with ``closures``, "lip_closure".
+    and, with ``closures``, "lip_closure"; then the prediction's articulation measures
+    "vowel_contrast", "lip_rounding", "blink_rate", "blink_duration".
 
     preds, gts: ``[T, V, 3]`` / ``[T, V*3]`` or lists; templates: one ``[V, 3]``, a list
     with one a sequence, or None (then no FDD); regions: name -> int ``[N]`` indices
     ("lips" -> LVE; "eye_forehead" or "emotion", else the union of "eyes" and
     "forehead" -> EVE; "upper_face" -> FDD) and name -> int ``[P, 2]`` pairs
-    ("inner_lip_pairs" -> MOD). MVE is always computed. closures: one int array of
+    ("inner_lip_pairs" -> MOD, vowel contrast; "lip_corners" -> lip rounding;
+    "eyelid_pairs" -> blinks). MVE is always computed. closures: one int array of
     bilabial closure frames a sequence (:func:`bilabial_closure_frames`); with
-    "inner_lip_pairs" and at least one closure it adds lip-closure accuracy. Units:
-    :data:`METRIC_UNITS`."""
+    "inner_lip_pairs" and at least one closure it adds lip-closure accuracy.
+    phoneme_frames: one dict a sequence from :func:`articulation_frames` (class ->
+    midpoint frames) for vowel contrast and lip rounding, present when some sequence has
+    both classes; fps: the frame rate, for blink rate and duration (with "eyelid_pairs").
+    The articulation measures describe the prediction alone: pass the ground truth as
+    ``preds`` for its own values. Units: :data:`METRIC_UNITS`."""
     results: dict[str, float] = {}
     if "lips" in regions:
         results["LVE"] = lip_vertex_error(preds, gts, regions["lips"])
@@ -496,6 +743,10 @@ def evaluate_sequences(preds: Sequences, gts: Sequences, templates: ArrayLike | 
         results["MOD"] = mouth_open_difference(preds, gts, regions["inner_lip_pairs"])
         if closures is not None and sum(np.asarray(c).size for c in closures) > 0:
             results["lip_closure"] = lip_closure_accuracy(preds, gts, regions["inner_lip_pairs"], closures)
+    if phoneme_frames is not None or fps is not None:
+        # Predictions cut to their ground truth's length, as every other metric scores them.
+        cut = [p for p, _ in _paired(preds, gts)]
+        results.update(_tally(cut, regions, phoneme_frames, fps).result())
     return results
 
 
@@ -536,11 +787,14 @@ class MetricAccumulator:
     Each sequence is scored by evaluate_sequences itself; what is kept is its weight in
     the pooled value: frames for LVE, EVE and MOD, frames x vertices for MVE (frame-pooled
     means), one a sequence for FDD and FDD_abs (averaged over sequences), closures for
-    lip-closure accuracy (pooled over closures, present once a closure was seen).
-    regions: as evaluate_sequences takes them."""
+    lip-closure accuracy (pooled over closures, present once a closure was seen); the
+    articulation measures keep their sums (openings, widths, blinks, seconds).
+    regions, fps: as evaluate_sequences takes them."""
 
-    def __init__(self, regions: Mapping[str, object]):
+    def __init__(self, regions: Mapping[str, object], fps: float | None = None):
         self.regions = regions
+        self.fps = fps
+        self._articulation = _ArticulationTally()
         self.sequences = 0
         self.frames = 0
         self.closures = 0
@@ -550,10 +804,12 @@ class MetricAccumulator:
         self._with_template: bool | None = None
 
     def add(self, pred: ArrayLike, gt: ArrayLike, template: ArrayLike | None,
-            closure_frames: object | None = None) -> dict[str, float]:
+            closure_frames: object | None = None,
+            phoneme_frames: Mapping[str, object] | None = None) -> dict[str, float]:
         """Score one sequence (pred, gt: ``[T, V, 3]`` / ``[T, V*3]``, pred may be longer;
         template ``[V, 3]`` or None for no FDD; closure_frames: int ``[K]`` bilabial
-        closure frames or None) and return its own metrics."""
+        closure frames or None; phoneme_frames: its :func:`articulation_frames` or None)
+        and return its own metrics."""
         if not (_is_array(pred) and _is_array(gt)):
             raise VoxmeshError("MetricAccumulator.add takes one sequence; pass a [T, V, 3] prediction and ground truth.")
         with_template = template is not None
@@ -562,9 +818,13 @@ class MetricAccumulator:
                 "Some sequences were added with a template and some without; pass a template with every sequence or none."
             )
         closures = None if closure_frames is None else [closure_frames]
-        metrics = evaluate_sequences([pred], [gt], [template] if with_template else None, self.regions, closures)
+        frames_list = None if phoneme_frames is None else [phoneme_frames]
+        metrics = evaluate_sequences([pred], [gt], [template] if with_template else None, self.regions, closures,
+                                     frames_list, self.fps)
         self._with_template = with_template
-        (_, g), = _paired([pred], [gt])  # the [T, V, 3] view, for the frame and vertex counts
+        (p, g), = _paired([pred], [gt])  # the [T, V, 3] views, for the frame and vertex counts
+        if phoneme_frames is not None or self.fps is not None:
+            self._articulation.merge(_tally([p], self.regions, frames_list, self.fps))
         frames, vertices = int(g.shape[0]), int(g.shape[1])
         weights = {"frames": frames, "positions": frames * vertices, "sequences": 1}
         for key, pooling in _POOLING:
@@ -587,20 +847,35 @@ class MetricAccumulator:
         results = {key: self._sums[key].value / self._weights[pooling] for key, pooling in _POOLING if key in self._sums}
         if self.closures:
             results["lip_closure"] = self._closed / self.closures
+        results.update(self._articulation.result())
         return results
 
 
 __all__ = [
+    "ARTICULATION_CLASSES",
     "BILABIAL_PHONEMES",
+    "BLINK_FRACTION",
+    "BLINK_MIN_SECONDS",
     "LIP_CLOSURE_TOLERANCE",
     "METRIC_UNITS",
     "MetricAccumulator",
+    "OPEN_VOWEL_PHONEMES",
+    "ROUNDED_VOWEL_PHONEMES",
+    "SPREAD_VOWEL_PHONEMES",
+    "VOWEL_CONTRAST_FLOOR",
+    "articulation_frames",
     "bilabial_closure_frames",
+    "blink_intervals",
+    "blink_statistics",
     "diversity",
     "emotional_vertex_error",
     "evaluate_sequences",
     "lip_closure_accuracy",
+    "lip_rounding",
+    "mean_pair_distance",
     "mouth_opening",
+    "phoneme_midpoint_frames",
+    "vowel_contrast",
     "lip_vertex_error",
     "mean_vertex_error",
     "mouth_open_difference",
