@@ -1,7 +1,8 @@
 """Reading the on-disk layout shared by FaceFormer, CodeTalker and their peers:
 
     DATASET/wav/<name>.wav, vertices_npy/<name>.npy, templates.pkl,
-    topology.ply|.obj, regions.json, manifest.jsonl (all but the first three optional)
+    topology.ply|.obj, regions.json (or FLAME_masks.pkl), regions/lve.txt|fdd.txt,
+    manifest.jsonl (all but the first three optional)
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from voxmesh.errors import VoxmeshError
 from voxmesh.mesh.template import Template, check_indices, load_mesh, load_regions, load_templates, split_regions
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+REGION_FILES = ("regions.json", "FLAME_masks.pkl")
+# CodeTalker's BIWI masks: where present they are the metrics' lip (LVE) and upper-face
+# (FDD) vertices, over regions.json's, so numbers compare with CodeTalker's table.
+CODETALKER_REGION_FILES = {"lips": "regions/lve.txt", "upper_face": "regions/fdd.txt"}
 
 
 @dataclass
@@ -165,8 +170,20 @@ class FaceDataset(torch.utils.data.Dataset):
         self.templates = load_templates(self.root / "templates.pkl")
         self.regions: dict[str, np.ndarray] = {}
         self.vertex_pairs: dict[str, np.ndarray] = {}
-        if (self.root / "regions.json").is_file():
-            self.regions, self.vertex_pairs = split_regions(load_regions(self.root / "regions.json"))
+        # regions.json, else FLAME's FLAME_masks.pkl kept beside FLAME-topology data.
+        regions_file = next((name for name in REGION_FILES if (self.root / name).is_file()), None)
+        if regions_file is not None:
+            self.regions, self.vertex_pairs = split_regions(load_regions(self.root / regions_file))
+        # Which file each region came from, relative to the dataset folder (reports name it).
+        self.region_sources: dict[str, str] = {name: regions_file for name in [*self.regions, *self.vertex_pairs]}
+        for name, relative in CODETALKER_REGION_FILES.items():
+            if (self.root / relative).is_file():
+                indices = next(iter(load_regions(self.root / relative).values()))  # one region a text file
+                if indices.size == 0:
+                    raise VoxmeshError(f"Region file {self.root / relative} holds no vertex index; write the "
+                                       "region's vertex indices in it (one a line) or remove it.")
+                self.regions[name] = indices
+                self.region_sources[name] = relative
         manifest_path = self.root / "manifest.jsonl"
         self.manifest = read_manifest(manifest_path) if manifest_path.is_file() else {}
         self.audio_files = find_files(self.root / "wav", AUDIO_SUFFIXES)
@@ -267,7 +284,8 @@ class FaceDataset(torch.utils.data.Dataset):
                 "vertices; use the topology the templates were made with."
             )
         for name, indices in {**self.regions, **self.vertex_pairs}.items():
-            check_indices(np.asarray(indices), len(vertices), f"{self.root / 'regions.json'}: region '{name}'")
+            source = self.root / self.region_sources.get(name, "regions.json")
+            check_indices(np.asarray(indices), len(vertices), f"{source}: region '{name}'")
         return Template(vertices, faces, dict(self.regions), dict(self.vertex_pairs))
 
     def __len__(self) -> int:

@@ -139,8 +139,19 @@ def _ravdess_parse(name: str, subjects: list[str]) -> NameParts:
     if not 1 <= emotion <= 8:
         raise VoxmeshError(f"Sequence name '{name}' has emotion code {emotion:02d}; RAVDESS codes are 01-08.")
     prefix = name[: match.start()].rstrip("_")
-    subject = prefix or f"Actor_{actor:02d}"
+    subject = prefix or _ravdess_actor_subject(actor, subjects)
     return NameParts(subject, match.group(0).lstrip("_"), statement, RAVDESS_EMOTIONS[emotion - 1], intensity)
+
+
+def _ravdess_actor_subject(actor: int, subjects: list[str]) -> str:
+    """The subject of a bare RAVDESS name (``03-01-05-01-02-01-12``): the one of
+    ``subjects`` (templates.pkl's keys) numbered like the actor, whatever its spelling
+    (``Actor_12``, ``actor12``, ``12``), else ``Actor_12``."""
+    for subject in subjects:
+        digits = re.search(r"(\d+)$", subject)
+        if digits and int(digits.group(1)) == actor and re.fullmatch(r"(?i)(actor)?[_ -]?\d+", subject):
+            return subject
+    return f"Actor_{actor:02d}"
 
 
 def _ravdess_actor(parts: NameParts) -> int:

@@ -126,16 +126,21 @@ def generate_sequence(model, sequence: Sequence, speaker: int, *, features: torc
 
 
 def metric_regions(dataset: FaceDataset) -> dict[str, np.ndarray]:
-    """Region index lists and vertex-pair lists of a dataset, as evaluate_sequences takes them."""
+    """Region index lists and vertex-pair lists of a dataset, as evaluate_sequences takes them
+    (CodeTalker's regions/lve.txt and fdd.txt as lips and upper face where the dataset has them)."""
     return {**dataset.regions, **dataset.vertex_pairs}
 
 
-def describe_masks(regions: dict[str, np.ndarray], num_vertices: int, closures: int = 0, *,
+def describe_masks(regions: dict[str, np.ndarray], num_vertices: int, closures: int = 0,
+                   sources: dict[str, str] | None = None, *,
                    midpoints: dict[str, int] | None = None) -> dict[str, dict[str, Any]]:
-    """Which vertices each metric used: ``{metric: {"region": name, "vertices"/"pairs": n}}``;
-    lip-closure accuracy also names the number of closures scored, the phonemes and the
-    tolerance; vowel contrast and lip rounding the number of ``midpoints`` of each phoneme
-    class they read (class -> count); the blinks their threshold."""
+    """Which vertices each metric used: ``{metric: {"region": name, "vertices"/"pairs": n}}``,
+    plus ``"source"``, the file the region came from, where ``sources`` (a dataset's
+    ``region_sources``) names another file than the layout's regions.json (CodeTalker's
+    ``regions/lve.txt``); lip-closure accuracy also names the number of closures scored,
+    the phonemes and the tolerance; vowel contrast and lip rounding the number of
+    ``midpoints`` of each phoneme class they read (class -> count); the blinks their
+    threshold."""
     masks: dict[str, dict[str, Any]] = {}
     if "lips" in regions:
         masks["LVE"] = {"region": "lips", "vertices": int(np.asarray(regions["lips"]).size)}
@@ -164,6 +169,10 @@ def describe_masks(regions: dict[str, np.ndarray], num_vertices: int, closures: 
         masks["blink_rate"] = {"region": "eyelid_pairs", "pairs": int(np.asarray(regions["eyelid_pairs"]).size // 2),
                                "shut_below_median_share": BLINK_FRACTION, "min_seconds": BLINK_MIN_SECONDS}
         masks["blink_duration"] = dict(masks["blink_rate"])
+    for mask in masks.values():
+        source = (sources or {}).get(mask["region"])
+        if source not in (None, "regions.json"):
+            mask["source"] = source
     return masks
 
 
@@ -344,7 +353,8 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", out
         "emotion_source": emotion_source if getattr(model, "emotions", None) else None,
         "emotion_classification": emotions.result(),
         "units": {k: METRIC_UNITS[k] for k in keys},
-        "masks": describe_masks(regions, topology.num_vertices, closure_count, midpoints=midpoints),
+        "masks": describe_masks(regions, topology.num_vertices, closure_count, dataset.region_sources,
+                                midpoints=midpoints),
         "baselines": {
             "static": "the subject's template, unmoving",
             "mean": "the template plus the mean training offset from the template per vertex, constant over time",
@@ -466,7 +476,8 @@ def format_evaluation(result: dict[str, Any]) -> str:
         if "min_seconds" in mask:
             size += (f"; blink_rate and blink_duration: eyelid opening below {100 * mask['shut_below_median_share']:g}% "
                      f"of its clip's median for at least {mask['min_seconds']:g} s")
-        parts.append(f"{key} over `{mask['region']}` ({size})")
+        source = f" from `{mask['source']}`" if "source" in mask else ""
+        parts.append(f"{key} over `{mask['region']}`{source} ({size})")
     lines.append("Masks: " + "; ".join(parts) + ".")
     if "diversity" in keys:
         lines.append(f"Diversity: mean distance between {result['samples']} motions of each sequence drawn with "
