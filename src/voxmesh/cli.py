@@ -111,6 +111,29 @@ def data_check(
         raise typer.Exit(1)
 
 
+@data_app.command("import")
+@user_errors
+def data_import(
+    kind: str = typer.Argument(..., help="What the download is: vocaset."),
+    raw_dir: Path = typer.Argument(..., help="The download: data_verts.npy, raw_audio_fixed.pkl, subj_seq_to_idx.pkl, "
+                                             "templates.pkl."),
+    out_dir: Path = typer.Argument(..., help="Dataset folder to write in the shared layout."),
+    masks: Optional[Path] = typer.Option(None, "--masks", help="FLAME_masks.pkl: written as regions.json (lips, eyes, "
+                                                               "forehead) for LVE, EVE and FDD."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+) -> None:
+    """Write a dataset as downloaded in the shared layout (resumable: rerun after an interruption)."""
+    from voxmesh.data.importers import import_vocaset
+
+    if kind.lower() != "vocaset":
+        raise VoxmeshError(f"Cannot import '{kind}': voxmesh imports vocaset; BIWI in CodeTalker's layout and "
+                           "3D-RAVDESS in the shared layout are read as they are (voxmesh data check DIR --preset ...).")
+    report = import_vocaset(raw_dir, out_dir, masks=masks, overwrite=overwrite, progress=sys.stderr.isatty())
+    for line in report.summary_lines():
+        typer.echo(line)
+    typer.echo(f"check it with: voxmesh data check {out_dir} --preset vocaset")
+
+
 @app.command("evaluate-predictions")
 @user_errors
 def evaluate_predictions(

@@ -16,6 +16,15 @@ from voxmesh.data.presets import Preset, get_preset
 from voxmesh.errors import VoxmeshError
 from voxmesh.mesh.template import scale_problem
 
+# Vertices and audio may disagree by this many frames (rounding at both ends); more is a
+# problem `data check` lists and `data import` reports.
+FRAME_TOLERANCE = 1.0
+
+
+def frames_disagree(frames: int, seconds: float, fps: float) -> bool:
+    """Whether ``frames`` at ``fps`` and audio of ``seconds`` differ by more than FRAME_TOLERANCE frames."""
+    return abs(frames - seconds * fps) > FRAME_TOLERANCE + 1e-6
+
 
 @dataclass
 class CheckReport:
@@ -133,7 +142,7 @@ def check_dataset(root: str | Path, preset: str | Preset = "generic", fps: float
         if seconds is not None and frames is not None:
             disk_fps = record.disk_fps or dataset.preset.disk_fps
             expected = seconds * disk_fps
-            if abs(frames - expected) > 1.0 + 1e-6:
+            if frames_disagree(frames, seconds, disk_fps):
                 problems.append(
                     f"{rel_npy}: {frames} frames but the audio lasts {seconds:.3f} s, "
                     f"{expected:.1f} frames at {disk_fps:g} fps."
