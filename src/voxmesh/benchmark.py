@@ -37,6 +37,7 @@ import numpy as np
 
 from voxmesh.errors import VoxmeshError
 from voxmesh.files import atomic_path, refuse_existing
+from voxmesh.models.registry import compared_methods, method_info
 from voxmesh.runtime import resolve_device
 
 CONFIGS = Path(__file__).resolve().parent / "configs"  # package data: there after pip install too
@@ -45,13 +46,21 @@ CONFIGS = Path(__file__).resolve().parent / "configs"  # package data: there aft
 # configs' epochs (FaceFormer 50; CodeTalker 20 + 25; GLDiTalker 20 + 30; EmoFace 30), about
 # the same wall-clock time on 2 CPU cores. benchmarks/bench_small.py shares this table (and
 # trains the ablations below the compared methods).
+# The methods compared and what the registry says of them (title, stochastic, configs,
+# quick-test sizes, training budget): nothing here names a method but the ablations.
+METHODS: tuple[str, ...] = compared_methods()
+TITLES = {name: method_info(name).title for name in METHODS}
+STOCHASTIC = tuple(name for name in METHODS if method_info(name).stochastic)
+QUICK_OVERRIDES: dict[str, list[str]] = {name: list(method_info(name).quick_overrides) for name in METHODS}
+
+# name -> (config in configs/, overrides, stage trained (None: all)). Budgets: the synthetic
+# configs' epochs (FaceFormer 50; CodeTalker 20 + 25; GLDiTalker 20 + 30; EmoFace 30), about
+# the same wall-clock time on 2 CPU cores. benchmarks/bench_small.py shares this table (and
+# trains the ablations below the compared methods).
 RUNS: dict[str, tuple[str, list[str], str | None]] = {
-    "faceformer": ("faceformer_synthetic", [], None),
-    "codetalker": ("codetalker_synthetic", ["stages.vqvae.epochs=20", "stages.predictor.epochs=25",
-                                            "stages.predictor.val_every=25"], None),
-    "gldi": ("gldi_synthetic", [], None),
+    **{name: (method_info(name).configs["synthetic"], list(method_info(name).benchmark_overrides), None)
+       for name in METHODS},
     "gldi_linear_stage1": ("gldi_synthetic", ["model.mesh_encoder=linear"], "vqvae"),
-    "emoface": ("emoface_synthetic", ["train.val_every=30"], None),
     # The ablations at a third of the budget (10 epochs each, the full model too), so
     # the three share one budget on 2 CPU cores.
     "emoface_10ep": ("emoface_synthetic", ["train.epochs=10", "train.val_every=10"], None),
@@ -59,9 +68,6 @@ RUNS: dict[str, tuple[str, list[str], str | None]] = {
     "emoface_teacher_forcing_10ep": ("emoface_synthetic", ["train.epochs=10", "train.val_every=10",
                                                            "model.self_growing=false"], None),
 }
-METHODS: tuple[str, ...] = ("faceformer", "codetalker", "gldi", "emoface")
-TITLES = {"faceformer": "FaceFormer", "codetalker": "CodeTalker", "gldi": "GLDiTalker", "emoface": "EmoFace"}
-STOCHASTIC = ("gldi",)
 SEEDS = (0, 1, 2)
 DIVERSITY_SAMPLES = 3
 DDIM_STEPS = (10, 25, 50)
@@ -74,19 +80,6 @@ QUALITY_KEYS = ("LVE", "EVE", "FDD", "FDD_abs", "MVE", "MOD", "lip_closure", "di
 # `tiny` synthetic dataset, so the whole report is written in about a minute on a CPU.
 QUICK_COMMON = ["encoder.dim=16", "train.max_steps=3", "train.warmup_steps=0", "train.val_every=1000",
                 "train.val_max_sequences=1", "train.log_every=1", "data.window_seconds=1.0", "data.batch_size=2"]
-QUICK_OVERRIDES: dict[str, list[str]] = {
-    "faceformer": ["model.d_model=16", "model.num_heads=2", "model.ff_dim=32", "model.period=15"],
-    "codetalker": ["model.vq_hidden_dim=16", "model.vq_layers=1", "model.vq_heads=2", "model.vq_ff_dim=32",
-                   "model.num_parts=2", "model.code_dim=8", "model.num_codes=16", "model.d_model=16",
-                   "model.num_heads=2", "model.num_layers=1", "model.period=15"],
-    "gldi": ["model.mesh_channels=[2,4,4,8]", "model.pool_slots=[4,4,4,4]", "model.hidden_dim=32", "model.vq_layers=1",
-             "model.vq_heads=2", "model.vq_ff_dim=64", "model.num_parts=3", "model.code_dim=8", "model.num_codes=32",
-             "model.vq_warmup_steps=2", "model.displacement_slots=16", "model.d_model=32", "model.num_heads=2",
-             "model.num_layers=1", "model.ff_dim=64", "model.sampling_steps=10", "model.window_seconds=1.0",
-             "model.overlap_seconds=0.2", "model.vq_crop_seconds=null", "model.region_slots=8"],
-    "emoface": ["model.d_model=16", "model.num_heads=2", "model.ff_dim=32", "model.period=15",
-                "model.classifier_hidden=16", "model.attention_channels=[4]"],
-}
 
 # A run folder whose log changed this recently is taken to be training now (see ensure_trained).
 BUSY_SECONDS = 600.0
@@ -579,7 +572,7 @@ def run_benchmark(data: str | Path, runs: str | Path, out: str | Path = "docs/be
             "memory": memory}
         if strip_sequence is not None:
             strip_predictions[name] = strip_prediction(model, strip_sequence, device)
-        if name == "gldi":
+        if method_info(name).sampling_steps:
             bar.set_description("DDIM steps")
             result["ddim"] = ddim_curve(run, data, device=device)
         del model

@@ -235,7 +235,12 @@ class MotionVQVAE(nn.Module):
         return self.decoder(codes, frame_mask, start) / self.motion_scale
 
 
-@register("codetalker")
+@register("codetalker", title="CodeTalker",
+          configs={"vocaset": "codetalker_vocaset", "biwi": "codetalker_biwi", "synthetic": "codetalker_synthetic"},
+          quick_overrides=("model.vq_hidden_dim=16", "model.vq_layers=1", "model.vq_heads=2", "model.vq_ff_dim=32",
+                           "model.num_parts=2", "model.code_dim=8", "model.num_codes=16", "model.d_model=16",
+                           "model.num_heads=2", "model.num_layers=1", "model.period=15"),
+          benchmark_overrides=("stages.vqvae.epochs=20", "stages.predictor.epochs=25", "stages.predictor.val_every=25"))
 class CodeTalker(TalkingFaceModel):
     """CodeTalker. Config keys: see :data:`CODETALKER_DEFAULTS`."""
 

@@ -266,7 +266,11 @@ def mesh_attention_level(faces: np.ndarray, neutral: np.ndarray, factors: list[f
     return spirals, upsample
 
 
-@register("emoface")
+@register("emoface", title="EmoFace",
+          configs={"vocaset": "emoface_vocaset", "ravdess3d": "emoface_ravdess3d", "synthetic": "emoface_synthetic"},
+          quick_overrides=("model.d_model=16", "model.num_heads=2", "model.ff_dim=32", "model.period=15",
+                           "model.classifier_hidden=16", "model.attention_channels=[4]"),
+          benchmark_overrides=("train.val_every=30",))
 class EmoFace(TalkingFaceModel):
     """EmoFace. Config keys: see :data:`EMOFACE_DEFAULTS`.
 

@@ -123,7 +123,9 @@ def check_features(features: torch.Tensor, frames: int, width: int) -> None:
         )
 
 
-@register("faceformer")
+@register("faceformer", title="FaceFormer",
+          configs={"vocaset": "faceformer_vocaset", "biwi": "faceformer_biwi", "synthetic": "faceformer_synthetic"},
+          quick_overrides=("model.d_model=16", "model.num_heads=2", "model.ff_dim=32", "model.period=15"))
 class FaceFormer(TalkingFaceModel):
     """FaceFormer. Config keys: see :data:`FACEFORMER_DEFAULTS`."""
 

@@ -161,8 +161,14 @@ def _cut(x: torch.Tensor, windows: list[tuple[int, int]], scale: int = 1) -> tor
     return torch.stack([x[:, start * scale:end * scale] for start, end in windows])
 
 
-@register("gldi")  # applied last, so the class's method name (saved in checkpoints) is "gldi"
-@register("glditalker")  # an alias in configs
+@register("gldi", title="GLDiTalker", stochastic=True, sampling_steps=True, aliases=("glditalker",),
+          configs={"vocaset": "gldi_vocaset", "biwi": "gldi_biwi", "synthetic": "gldi_synthetic"},
+          quick_overrides=("model.mesh_channels=[2,4,4,8]", "model.pool_slots=[4,4,4,4]", "model.hidden_dim=32",
+                           "model.vq_layers=1", "model.vq_heads=2", "model.vq_ff_dim=64", "model.num_parts=3",
+                           "model.code_dim=8", "model.num_codes=32", "model.vq_warmup_steps=2",
+                           "model.displacement_slots=16", "model.d_model=32", "model.num_heads=2", "model.num_layers=1",
+                           "model.ff_dim=64", "model.sampling_steps=10", "model.window_seconds=1.0",
+                           "model.overlap_seconds=0.2", "model.vq_crop_seconds=null", "model.region_slots=8"))
 class GLDiTalker(TalkingFaceModel):
     """GLDiTalker. Config keys: see :data:`GLDI_DEFAULTS`; the constructor needs the mesh
     ``faces`` and ``neutral`` (it builds the mesh pyramid and spirals from them)."""
