@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -164,14 +165,21 @@ class WindowBatchSampler:
     position each, drawn from a generator seeded by (seed, epoch). ``start_epoch(epoch,
     skip)`` starts an epoch, leaving out its first ``skip`` batches (a resumed run).
     Not named ``set_epoch``: Accelerate calls that with its own epoch count, which
-    starts again at 0 in a resumed run."""
+    starts again at 0 in a resumed run.
 
-    def __init__(self, num_items: int, batch_size: int, seed: int, shuffle: bool = True, windows: bool = True):
+    With ``processes`` > 1 (Accelerate deals batch k to process k mod processes) an
+    epoch's keys are continued from its start until every batch is full and their count
+    is a multiple of ``processes``: what Accelerate's shard would add itself, but done
+    before ``skip``, so a resumed run gets the batches of an uninterrupted one."""
+
+    def __init__(self, num_items: int, batch_size: int, seed: int, shuffle: bool = True, windows: bool = True,
+                 processes: int = 1):
         self.num_items = num_items
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
         self.windows = windows
+        self.processes = processes
         self.epoch = 0
         self.skip = 0
 
@@ -184,13 +192,19 @@ class WindowBatchSampler:
         order = torch.randperm(self.num_items, generator=generator).tolist() if self.shuffle else list(range(self.num_items))
         positions = torch.rand(self.num_items, generator=generator, dtype=torch.float64).tolist()
         keys = [(i, positions[i] if self.windows else None) for i in order]
+        if self.processes > 1 and keys:
+            rounds = math.ceil(len(keys) / (self.batch_size * self.processes))
+            keys = [keys[i % len(keys)] for i in range(rounds * self.batch_size * self.processes)]
         return [keys[i:i + self.batch_size] for i in range(0, len(keys), self.batch_size)]
 
     def __iter__(self) -> Iterator[list[tuple[int, float | None]]]:
         yield from self.plan()[self.skip:]
 
     def __len__(self) -> int:
-        return max(0, math.ceil(self.num_items / self.batch_size) - self.skip)
+        batches = math.ceil(self.num_items / self.batch_size)
+        if self.processes > 1:
+            batches = math.ceil(self.num_items / (self.batch_size * self.processes)) * self.processes
+        return max(0, batches - self.skip)
 
 
 class Collate:
@@ -342,6 +356,26 @@ class RunLog:
             tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
+# Set to 1, each process of a run appends what it did to RUN/trace-<process>.jsonl: the
+# sequences of each batch it trained on and each checkpoint it wrote (tests and debugging
+# of multi-process runs; a resumed run appends the steps it repeats).
+TRACE_ENV = "VOXMESH_TRACE_PROCESSES"
+
+
+class ProcessTrace:
+    """Rows of one process's trace file, written only when ``TRACE_ENV`` is 1."""
+
+    def __init__(self, out: Path, process: int, processes: int):
+        self.path = out / f"trace-{process}.jsonl" if os.environ.get(TRACE_ENV) == "1" else None
+        self.process = process
+        self.processes = processes
+
+    def write(self, **row: Any) -> None:
+        if self.path is not None:
+            with open(self.path, "a") as handle:
+                handle.write(json.dumps({"process": self.process, "processes": self.processes, **row}) + "\n")
+
+
 def _losses_to_floats(losses: dict[str, torch.Tensor]) -> dict[str, float]:
     return {k: float(v.detach().float().mean()) for k, v in losses.items() if isinstance(v, torch.Tensor)}
 
@@ -482,6 +516,7 @@ def _train_stage(config: TrainConfig, data: RunData, out: Path, stage: str, *, r
     accelerator.wait_for_everyone()  # every process reads `last` as the main process left it
     state = load_trainer_state(last_dir) if resume and (last_dir / TRAINER_STATE_FILE).is_file() else None
     log = RunLog(out / LOG_FILE, main)
+    trace = ProcessTrace(out, accelerator.process_index, accelerator.num_processes)
 
     # Seed before the model exists: its initial weights are part of the run.
     set_seed(settings.seed, device_specific=True)
@@ -536,7 +571,8 @@ def _train_stage(config: TrainConfig, data: RunData, out: Path, stage: str, *, r
             print(f"warning: no training sequence of {data.dataset.root} has a partner (the same sentence in another "
                   "emotion); cross-reconstruction is off.", file=sys.stderr)
     train_set = WindowDataset(data.store, data.train_records, window_frames, features, pairs=pairs)
-    sampler = WindowBatchSampler(len(train_set), config.data.batch_size, settings.seed)
+    sampler = WindowBatchSampler(len(train_set), config.data.batch_size, settings.seed,
+                                 processes=accelerator.num_processes)
     loader = torch.utils.data.DataLoader(
         train_set, batch_sampler=sampler, collate_fn=collate, num_workers=settings.num_workers,
         # Its own generator: creating an iterator then draws no number from the global RNG.
@@ -578,6 +614,7 @@ def _train_stage(config: TrainConfig, data: RunData, out: Path, stage: str, *, r
             }
             save_checkpoint(unwrapped, last_dir, template=data.template, stage=stage, step=step,
                             trainer_state=trainer_state, val_metrics=last_val, **extra)
+            trace.write(stage=stage, step=step, checkpoint="last")
         accelerator.wait_for_everyone()
 
     started = time.time()
@@ -608,6 +645,7 @@ def _train_stage(config: TrainConfig, data: RunData, out: Path, stage: str, *, r
             optimizer.zero_grad(set_to_none=True)
             step += 1
             batch_in_epoch += 1
+            trace.write(stage=stage, step=step, names=list(batch.names))
             for key, value in _losses_to_floats(losses).items():
                 running[key] = running.get(key, 0.0) + value
             running_count += 1
@@ -640,6 +678,7 @@ def _train_stage(config: TrainConfig, data: RunData, out: Path, stage: str, *, r
                         best = {"score": score, "key": key, "step": step}
                         save_checkpoint(unwrapped, best_dir, template=data.template, stage=stage, step=step,
                                         val_metrics=last_val, **extra)
+                        trace.write(stage=stage, step=step, checkpoint="best")
                 best = _broadcast(accelerator, best)
             if main and not (finished and is_final):  # the final stage plots once at its end
                 _plot(out)
@@ -662,6 +701,7 @@ def _train_stage(config: TrainConfig, data: RunData, out: Path, stage: str, *, r
                               "last": str(last_dir), "best_checkpoint": str(best_dir)}
     if is_final and main:
         copy_checkpoint(best_dir, out / FINAL_MODEL)
+        trace.write(stage=stage, step=step, checkpoint=FINAL_MODEL)
         result["model"] = str(out / FINAL_MODEL)
         _plot(out)
     accelerator.wait_for_everyone()
