@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from voxmesh.audio import build_encoder
-from voxmesh.audio.prosody import CHANNELS, ProsodyEncoder, prosody_contours
+from voxmesh.audio.encoders import ProsodyEncoder
+from voxmesh.audio.prosody import CHANNELS, prosody_contours
 from voxmesh.errors import VoxmeshError
 
 RATE = 16000

@@ -33,7 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from voxmesh.audio.features import align_features, length_mask, sample_lengths
 from voxmesh.audio.io import SAMPLE_RATE
+from voxmesh.audio.prosody import CHANNELS, prosody_contours
 from voxmesh.errors import VoxmeshError
 
 __all__ = [
@@ -91,20 +93,6 @@ def whisper_log_mel(audio: Tensor, filters: Tensor, n_fft: int = 400, hop_length
     log_spec = (filters.T @ power).clamp(min=1e-10).log10()
     peak = log_spec.amax(dim=(1, 2), keepdim=True)
     return (torch.maximum(log_spec, peak - 8.0) + 4.0) / 4.0
-
-
-def _lengths(audio: Tensor, audio_mask: Tensor | None) -> Tensor:
-    """Real samples per item, ``[B]`` long (padding is assumed to be at the end)."""
-    if audio_mask is None:
-        return torch.full((audio.shape[0],), audio.shape[1], dtype=torch.long, device=audio.device)
-    if audio_mask.shape != audio.shape:
-        raise VoxmeshError(f"audio_mask has shape {tuple(audio_mask.shape)} but audio has {tuple(audio.shape)}; pass one mask value per sample.")
-    return audio_mask.to(torch.bool).sum(dim=1)
-
-
-def _length_mask(lengths: Tensor, size: int) -> Tensor:
-    """``[B, size]`` bool, True where index < length."""
-    return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]
 
 
 def _state_hash(module: nn.Module) -> str:
@@ -239,7 +227,7 @@ class MelEncoder(SpeechEncoder):
                           center=True, pad_mode="constant", return_complex=True)[..., :num_frames]
         power = torch.view_as_real(stft).pow(2).sum(-1)
         log_spec = (self.filters.T @ power).clamp(min=1e-10).log10()
-        mask = _length_mask(-(-lengths // self.hop_length), num_frames)
+        mask = length_mask(-(-lengths // self.hop_length), num_frames)
         peak = log_spec.masked_fill(~mask[:, None, :], -torch.inf).amax(dim=(1, 2), keepdim=True)
         peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
         log_spec = (torch.maximum(log_spec, peak - 8.0) + 4.0) / 4.0
@@ -247,7 +235,7 @@ class MelEncoder(SpeechEncoder):
 
     def forward(self, audio: Tensor, audio_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """audio ``[B, S]``, audio_mask ``[B, S]`` -> (``[B, ceil(S/160), dim]``, ``[B, ceil(S/160)]``)."""
-        lengths = _lengths(audio, audio_mask)
+        lengths = sample_lengths(audio, audio_mask)
         if audio_mask is not None:
             audio = audio * audio_mask.to(audio.dtype)
         log_spec, mask = self.log_mel(audio, lengths)
@@ -326,8 +314,8 @@ class HFWav2Vec2Encoder(SpeechEncoder):
 
     def forward(self, audio: Tensor, audio_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """audio ``[B, S]`` -> (``[B, F, hidden_size]``, ``[B, F]``), F ~ S / 320."""
-        lengths = _lengths(audio, audio_mask)
-        mask = _length_mask(lengths, audio.shape[1])
+        lengths = sample_lengths(audio, audio_mask)
+        mask = length_mask(lengths, audio.shape[1])
         audio = audio.float() * mask
         if self.do_normalize:
             count = lengths.clamp(min=1)[:, None].to(audio.dtype)
@@ -343,7 +331,7 @@ class HFWav2Vec2Encoder(SpeechEncoder):
             output = self.model(audio, attention_mask=mask.long() if self.use_attention_mask else None,
                                 output_hidden_states=want_hidden)
         features = _select_hidden_state(output, self.layer, self.num_layers)
-        feature_mask = _length_mask(self.output_lengths(lengths), features.shape[1])
+        feature_mask = length_mask(self.output_lengths(lengths), features.shape[1])
         return features * feature_mask[..., None].to(features.dtype), feature_mask
 
     def spec(self) -> dict[str, Any]:
@@ -400,8 +388,8 @@ class WhisperSpeechEncoder(SpeechEncoder):
 
     def forward(self, audio: Tensor, audio_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """audio ``[B, S]`` -> (``[B, ceil(S/320), d_model]``, ``[B, ceil(S/320)]``)."""
-        lengths = _lengths(audio, audio_mask)
-        audio = audio.float() * _length_mask(lengths, audio.shape[1])
+        lengths = sample_lengths(audio, audio_mask)
+        audio = audio.float() * length_mask(lengths, audio.shape[1])
         num_windows = max(1, -(-audio.shape[1] // self.window_samples))
         audio = F.pad(audio, (0, num_windows * self.window_samples - audio.shape[1]))
         windows = audio.view(audio.shape[0], num_windows, self.window_samples)
@@ -416,7 +404,7 @@ class WhisperSpeechEncoder(SpeechEncoder):
         features = features.flatten(1, 2)
         frame_lengths = -(-lengths // self.samples_per_frame)
         num_frames = max(1, int(frame_lengths.max()))
-        feature_mask = _length_mask(frame_lengths, num_frames)
+        feature_mask = length_mask(frame_lengths, num_frames)
         return features[:, :num_frames] * feature_mask[..., None].to(features.dtype), feature_mask
 
     def spec(self) -> dict[str, Any]:
@@ -506,6 +494,29 @@ def _build_whisper_tiny_en(spec: dict[str, Any]) -> SpeechEncoder:
                                 freeze_feature_extractor=bool(spec.get("freeze_feature_extractor", True)))
 
 
+class ProsodyEncoder(SpeechEncoder):
+    """Another encoder's features ``[B, F, C]`` with :data:`CHANNELS` appended: ``[B, F, C + 3]``
+    at the wrapped encoder's frame rate. Spec: the wrapped encoder's, plus ``"prosody": true``."""
+
+    def __init__(self, inner: SpeechEncoder):
+        super().__init__()
+        self.inner = inner
+        self.name = f"{inner.name}+prosody"
+        self.frame_rate = inner.frame_rate
+        self.output_dim = inner.output_dim + len(CHANNELS)
+
+    def forward(self, audio: Tensor, audio_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        features, feature_mask = self.inner(audio, audio_mask)
+        contours, contour_mask = prosody_contours(audio, audio_mask)
+        # The same alignment that brings encoder frames to mesh frames, item by item.
+        aligned = align_features(contours, feature_mask.sum(dim=1), feature_mask=contour_mask,
+                                 total_frames=features.shape[1]).to(features.dtype)
+        return torch.cat([features, aligned], dim=-1), feature_mask
+
+    def spec(self) -> dict[str, Any]:
+        return {**self.inner.spec(), "prosody": True}
+
+
 # kind -> (builder, keys it accepts besides "kind")
 ENCODER_KINDS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "mel": (_build_mel, ("dim", "hidden", "n_mels", "seed", "freeze")),
@@ -539,8 +550,6 @@ def build_encoder(spec: dict[str, Any] | str) -> SpeechEncoder:
     if prosody not in (True, False):
         raise VoxmeshError(f"Encoder spec key 'prosody' is {prosody!r}; use true or false.")
     if prosody:
-        from voxmesh.audio.prosody import ProsodyEncoder
-
         return ProsodyEncoder(build_encoder(spec))
     kind = spec.get("kind")
     if kind not in ENCODER_KINDS:

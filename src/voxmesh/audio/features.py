@@ -18,12 +18,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from voxmesh.audio.encoders import SpeechEncoder
 from voxmesh.audio.io import SAMPLE_RATE
 from voxmesh.errors import VoxmeshError
 from voxmesh.files import atomic_path, cache_dir, content_hash
 
-__all__ = ["mesh_frames", "align_features", "FeatureCache"]
+__all__ = ["mesh_frames", "align_features", "FeatureCache", "length_mask", "sample_lengths"]
+
+
+def sample_lengths(audio: Tensor, audio_mask: Tensor | None) -> Tensor:
+    """Real samples per item, ``[B]`` long (padding is assumed to be at the end)."""
+    if audio_mask is None:
+        return torch.full((audio.shape[0],), audio.shape[1], dtype=torch.long, device=audio.device)
+    if audio_mask.shape != audio.shape:
+        raise VoxmeshError(f"audio_mask has shape {tuple(audio_mask.shape)} but audio has {tuple(audio.shape)}; pass one mask value per sample.")
+    return audio_mask.to(torch.bool).sum(dim=1)
+
+
+def length_mask(lengths: Tensor, size: int) -> Tensor:
+    """``[B, size]`` bool, True where index < length."""
+    return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]
 
 
 def mesh_frames(num_samples: int, fps: float, sample_rate: int = SAMPLE_RATE) -> int:
@@ -111,7 +124,7 @@ class FeatureCache:
     features change as it trains.
     """
 
-    def __init__(self, encoder: SpeechEncoder, root: str | Path | None = None):
+    def __init__(self, encoder: torch.nn.Module, root: str | Path | None = None):
         self._refuse_trainable(encoder)
         self.encoder = encoder
         self.encoder_key = content_hash(encoder.name, encoder.weights_hash())
@@ -120,7 +133,7 @@ class FeatureCache:
         self.misses = 0
 
     @staticmethod
-    def _refuse_trainable(encoder: SpeechEncoder) -> None:
+    def _refuse_trainable(encoder: torch.nn.Module) -> None:
         if encoder.trainable:
             raise VoxmeshError(
                 f"Encoder {encoder.name} has trainable parameters, so its features change during training and cannot be "

@@ -32,8 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from voxmesh.audio.encoders import SpeechEncoder, _length_mask, _lengths
-from voxmesh.audio.features import align_features
+from voxmesh.audio.features import length_mask, sample_lengths
 from voxmesh.audio.io import SAMPLE_RATE
 
 HOP = 160  # 10 ms at 16 kHz
@@ -49,7 +48,7 @@ CHANNELS = ("log_f0", "voiced", "loudness")
 def prosody_contours(audio: Tensor, audio_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """audio ``[B, S]`` at 16 kHz -> (contours ``[B, F, 3]`` every 10 ms, mask ``[B, F]``),
     F = ceil(S / 160); channels :data:`CHANNELS`; padded frames are zero."""
-    lengths = _lengths(audio, audio_mask)
+    lengths = sample_lengths(audio, audio_mask)
     audio = audio.float()
     if audio_mask is not None:
         audio = audio * audio_mask.to(audio.dtype)
@@ -77,7 +76,7 @@ def prosody_contours(audio: Tensor, audio_mask: Tensor | None = None) -> tuple[T
     curvature = before - 2 * peak + after
     shift = torch.where(curvature < 0, 0.5 * (before - after) / curvature.clamp(max=-1e-12), torch.zeros_like(peak))
     lag = lag.float() + shift.clamp(-0.5, 0.5)
-    mask = _length_mask(-(-lengths // HOP), frames)
+    mask = length_mask(-(-lengths // HOP), frames)
     loudest = loudness_db.masked_fill(~mask, -torch.inf).amax(dim=1, keepdim=True)
     voiced = (peak > VOICING_THRESHOLD) & (loudness_db > loudest - LOUDNESS_RANGE_DB) & mask
     log_f0 = torch.log2(SAMPLE_RATE / lag / 100.0) * voiced
@@ -86,27 +85,4 @@ def prosody_contours(audio: Tensor, audio_mask: Tensor | None = None) -> tuple[T
     return contours, mask
 
 
-class ProsodyEncoder(SpeechEncoder):
-    """Another encoder's features ``[B, F, C]`` with :data:`CHANNELS` appended: ``[B, F, C + 3]``
-    at the wrapped encoder's frame rate. Spec: the wrapped encoder's, plus ``"prosody": true``."""
-
-    def __init__(self, inner: SpeechEncoder):
-        super().__init__()
-        self.inner = inner
-        self.name = f"{inner.name}+prosody"
-        self.frame_rate = inner.frame_rate
-        self.output_dim = inner.output_dim + len(CHANNELS)
-
-    def forward(self, audio: Tensor, audio_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        features, feature_mask = self.inner(audio, audio_mask)
-        contours, contour_mask = prosody_contours(audio, audio_mask)
-        # The same alignment that brings encoder frames to mesh frames, item by item.
-        aligned = align_features(contours, feature_mask.sum(dim=1), feature_mask=contour_mask,
-                                 total_frames=features.shape[1]).to(features.dtype)
-        return torch.cat([features, aligned], dim=-1), feature_mask
-
-    def spec(self) -> dict[str, Any]:
-        return {**self.inner.spec(), "prosody": True}
-
-
-__all__ = ["CHANNELS", "ProsodyEncoder", "prosody_contours"]
+__all__ = ["CHANNELS", "prosody_contours"]
