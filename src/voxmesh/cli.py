@@ -23,7 +23,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-data_app = typer.Typer(help="Inspect datasets in the shared layout.", no_args_is_help=True)
+data_app = typer.Typer(help="Check datasets in the shared layout, and import them as downloaded.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 

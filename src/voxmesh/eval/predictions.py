@@ -35,7 +35,7 @@ def evaluate_prediction_folder(pred_dir: str | Path, dataset_dir: str | Path, pr
     dataset = FaceDataset(dataset_dir, preset=preset, split=split, fps=fps)
     regions = dict(dataset.regions)
     pairs = dict(dataset.vertex_pairs)
-    sources = {name: "regions.json" for name in list(regions) + list(pairs)}
+    sources = {name: dataset.region_sources.get(name, "regions.json") for name in list(regions) + list(pairs)}
     for name, path in (region_files or {}).items():
         loaded, loaded_pairs = split_regions(load_regions(path))
         if loaded_pairs:
