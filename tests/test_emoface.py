@@ -273,7 +273,7 @@ def test_trains_through_the_trainer_and_reloads_to_identical_output(tmp_path):
     model = load_checkpoint(run / "model")
     data = FaceDataset(dataset)
     sequence = data.load(next(r for r in data.all_records if r.split == "test"))
-    from voxmesh.eval.evaluate import generate_sequence
+    from voxmesh.inference import generate_sequence
 
     first = generate_sequence(model, sequence, 0)
     assert first.shape == sequence.vertices.shape and np.abs(first - sequence.template).max() > 0

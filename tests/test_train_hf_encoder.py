@@ -10,7 +10,7 @@ import torch
 from test_trainer import CODETALKER_MODEL, FACEFORMER_MODEL, fixed_batch_loss, untrained, write_run_dataset
 
 from voxmesh.data.layout import FaceDataset
-from voxmesh.eval.evaluate import generate_sequence
+from voxmesh.inference import generate_sequence
 from voxmesh.train.checkpoint import load_checkpoint
 from voxmesh.train.config import config_from_dict
 from voxmesh.train.trainer import train

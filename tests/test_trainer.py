@@ -21,7 +21,8 @@ from voxmesh.cli import app
 from voxmesh.errors import VoxmeshError
 from voxmesh.mesh import load_templates
 from voxmesh.train.config import config_from_dict, load_config
-from voxmesh.train.trainer import frame_audio, train
+from voxmesh.inference import frame_audio
+from voxmesh.train.trainer import train
 
 FACEFORMER_MODEL = {"d_model": 16, "num_heads": 2, "num_layers": 1, "period": 15}
 CODETALKER_MODEL = {"vq_hidden_dim": 16, "vq_layers": 1, "vq_heads": 2, "vq_ff_dim": 32, "num_parts": 2, "code_dim": 8,

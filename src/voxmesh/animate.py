@@ -22,18 +22,12 @@ import torch
 from voxmesh.audio.io import SAMPLE_RATE, AudioStream, audio_array, load_audio
 from voxmesh.data.presets import check_fps
 from voxmesh.errors import VoxmeshError
+from voxmesh.inference import accepted_options, sequence_features
 from voxmesh.mesh.template import Template
 from voxmesh.train.checkpoint import BUILTIN_MODELS, builtin_model_path, resolve_checkpoint  # noqa: F401 (re-exported)
 
 # Seeds are numpy's and torch's: whole numbers below 2**32.
 MAX_SEED = 2**32
-
-def _accepted(function, options: dict[str, Any]) -> dict[str, Any]:
-    parameters = inspect.signature(function).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return options
-    return {k: v for k, v in options.items() if k in parameters}
-
 
 @dataclass
 class WindowPlan:
@@ -215,7 +209,6 @@ class AnimationModel:
         from tqdm import tqdm
 
         from voxmesh.audio.features import mesh_frames
-        from voxmesh.eval.evaluate import sequence_features
 
         total = mesh_frames(num_samples, self.fps)
         neutral, speaker_ids, options, seed = (conditions[k] for k in ("neutral", "speaker_ids", "options", "seed"))
@@ -233,7 +226,7 @@ class AnimationModel:
                 clip = read(first, last)
                 features = sequence_features(self.model, clip, end - start, self.fps, self.device)
                 vertices = self.model.generate(features[None].to(self.device), neutral, speaker_ids,
-                                               seed=seed + index, **_accepted(self.model.generate, options))
+                                               seed=seed + index, **accepted_options(self.model.generate, options))
                 block = vertices[0, : end - start].float().cpu().numpy()
                 if pending is not None:
                     n = len(pending)

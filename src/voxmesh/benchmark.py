@@ -252,7 +252,7 @@ def speed(model, audio_clips: list[np.ndarray], template: np.ndarray, subject: s
           lengths: tuple[float, ...], repeats: int, device: str) -> list[dict]:
     """Seconds to encode the speech and to generate the motion for speech of each length
     (the fastest of ``repeats`` after one untimed warm-up), and their real-time factors."""
-    from voxmesh.eval.evaluate import generate_sequence, sequence_features
+    from voxmesh.inference import generate_sequence, sequence_features
 
     speaker = list(model.speakers).index(subject) if subject in model.speakers else 0
     rows = []
@@ -288,7 +288,7 @@ def _memory_child(spec_path: str) -> dict[str, Any]:
 
     import torch
 
-    from voxmesh.eval.evaluate import generate_sequence, sequence_features
+    from voxmesh.inference import generate_sequence, sequence_features
     from voxmesh.train.checkpoint import load_checkpoint
 
     spec = json.loads(Path(spec_path).read_text())
@@ -610,7 +610,7 @@ def run_benchmark(data: str | Path, runs: str | Path, out: str | Path = "docs/be
 def strip_prediction(model, sequence, device: str) -> np.ndarray:
     """The model's vertices ``[T, V, 3]`` for the strip's sequence (seed 0), in the subject's
     own style when the model knows the subject, else the first training speaker's."""
-    from voxmesh.eval.evaluate import generate_sequence
+    from voxmesh.inference import generate_sequence
 
     speaker = list(model.speakers).index(sequence.subject) if sequence.subject in model.speakers else 0
     return generate_sequence(model, sequence, speaker, seed=0, device=device)

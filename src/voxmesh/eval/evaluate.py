@@ -19,7 +19,6 @@ one sequence.
 
 from __future__ import annotations
 
-import inspect
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from voxmesh.eval.metrics import (
     diversity,
 )
 from voxmesh.files import atomic_path, refuse_existing
+from voxmesh.inference import generate_sequence, sequence_features
 from voxmesh.runtime import resolve_device
 
 METRIC_ORDER = ("LVE", "EVE", "FDD", "FDD_abs", "MVE", "MOD", "lip_closure", "vowel_contrast", "lip_rounding",
@@ -53,77 +53,6 @@ ARTICULATION_KEYS = ("lip_closure", "vowel_contrast", "lip_rounding", "blink_rat
 
 
 # ---- features and generation (shared with the trainer's validation) ----------------------
-
-def cached_sequence_features(cache, audio: np.ndarray, num_frames: int, fps: float) -> torch.Tensor:
-    """A frozen encoder's features of a whole sequence, from a FeatureCache, aligned to
-    its mesh frames: ``[T, C]`` float32 on the CPU."""
-    from voxmesh.audio.features import align_features
-    from voxmesh.train.trainer import frame_audio
-
-    clip = frame_audio(audio, 0, num_frames, fps)
-    features = torch.from_numpy(np.asarray(cache.get(clip), dtype=np.float32))
-    return align_features(features[None], [num_frames])[0]
-
-
-@torch.no_grad()
-def sequence_features(model, audio: np.ndarray, num_frames: int, fps: float, device: torch.device | str = "cpu",
-                      cache=None) -> torch.Tensor:
-    """Speech features ``[T, C]`` aligned to ``num_frames`` mesh frames: from ``cache``
-    when given (a frozen encoder), else the model's encoder run on the audio."""
-    from voxmesh.audio.features import align_features
-    from voxmesh.train.trainer import frame_audio
-
-    if cache is not None:
-        return cached_sequence_features(cache, audio, num_frames, fps)
-    encoder = model.audio_encoder
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        clip = torch.from_numpy(frame_audio(audio, 0, num_frames, fps))[None].to(device)
-        features, mask = encoder(clip, torch.ones_like(clip, dtype=torch.bool))
-        aligned = align_features(features.float(), [num_frames], feature_mask=mask)[0]
-    finally:
-        encoder.train(was_training)
-    return aligned.cpu()
-
-
-def _accepted(function, options: dict[str, Any]) -> dict[str, Any]:
-    """The options a generate() signature takes (all of them if it has **options)."""
-    parameters = inspect.signature(function).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return options
-    return {k: v for k, v in options.items() if k in parameters}
-
-
-@torch.no_grad()
-def generate_sequence(model, sequence: Sequence, speaker: int, *, features: torch.Tensor | None = None,
-                      seed: int | None = 0, device: torch.device | str = "cpu", cache=None,
-                      emotion_source: str = "label", steps: int | None = None) -> np.ndarray:
-    """The model's vertices for a whole sequence, float32 ``[T, V, 3]`` with T the
-    sequence's frame count, conditioned on speaker style ``speaker`` and, for
-    emotion-aware models, the sequence's intensity and emotion: its label
-    (``emotion_source="label"``) or the emotion the model hears in the voice
-    (``"heard"``). ``steps``: sampling steps of diffusion models (None: the model's)."""
-    from voxmesh.train.trainer import intensity_index
-
-    frames = sequence.num_frames
-    if features is None:
-        features = sequence_features(model, sequence.audio, frames, sequence.fps, device, cache)
-    template = torch.from_numpy(np.asarray(sequence.template, dtype=np.float32))[None].to(device)
-    options: dict[str, Any] = {}
-    model_emotions = list(getattr(model, "emotions", []) or [])
-    if model_emotions:
-        emotion = model_emotions.index(sequence.emotion) if sequence.emotion in model_emotions else -1
-        if emotion_source == "heard":
-            emotion = -1  # unknown: the model conditions on what its classifier hears
-        options["emotion_ids"] = torch.tensor([emotion], dtype=torch.long, device=device)
-        options["intensity_ids"] = torch.tensor([intensity_index(sequence.intensity)], dtype=torch.long, device=device)
-    if steps is not None:
-        options["steps"] = int(steps)
-    vertices = model.generate(features[None].to(device), template, torch.tensor([speaker], dtype=torch.long, device=device),
-                              seed=seed, **_accepted(model.generate, options))
-    return vertices[0, :frames].float().cpu().numpy()
-
 
 def metric_regions(dataset: FaceDataset) -> dict[str, np.ndarray]:
     """Region index lists and vertex-pair lists of a dataset, as evaluate_sequences takes them
@@ -513,5 +442,5 @@ def format_evaluation(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["EmotionConfusion", "cached_sequence_features", "describe_masks", "evaluate_run", "format_evaluation", "generate_sequence",
-           "mean_training_offset", "metric_regions", "sequence_features"]
+__all__ = ["EmotionConfusion", "describe_masks", "evaluate_run", "format_evaluation", "mean_training_offset",
+           "metric_regions"]

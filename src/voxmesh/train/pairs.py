@@ -312,7 +312,7 @@ class PairIndex:
         """The partner of frames ``start .. start + length - 1`` of ``name`` (None when it
         has none). ``features``: a frozen encoder's whole-sequence aligned features
         ``{name: [T, C]}``, as the trainer caches them."""
-        from voxmesh.train.trainer import frame_audio
+        from voxmesh.inference import frame_audio
 
         partner = self.choose(name, draw)
         if partner is None:
@@ -349,7 +349,7 @@ def collate_pair_windows(windows: list[PairWindow | None], frames: int, emotions
     and, when every partner has cached features, ``pair_audio_features [B, T, C]``.
     Empty dict when no item has a partner."""
     from voxmesh.data.batching import pad_stack
-    from voxmesh.train.trainer import intensity_index
+    from voxmesh.inference import intensity_index
 
     present = [w for w in windows if w is not None]
     if not present:

@@ -41,11 +41,11 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from voxmesh.audio.io import SAMPLE_RATE
 from voxmesh.data.batching import Batch, collate_sequences
 from voxmesh.data.layout import FaceDataset, Sequence, SequenceRecord
 from voxmesh.errors import VoxmeshError
 from voxmesh.files import atomic_path
+from voxmesh.inference import cached_sequence_features, frame_audio, generate_sequence, intensity_index
 from voxmesh.mesh.template import Template
 from voxmesh.train.checkpoint import (
     ENCODER_PREFIX,
@@ -71,29 +71,9 @@ SEQUENCE_MEMORY_BYTES = 1 << 30
 
 # ---- audio cut to frames -----------------------------------------------------------------
 
-def frame_audio(audio: np.ndarray, start_frame: int, num_frames: int, fps: float,
-                sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """The samples of mesh frames ``[start_frame, start_frame + num_frames)``: ``[S]``
-    float32 with S = round(num_frames * sample_rate / fps), zero-padded where the
-    recording is shorter than its vertices, so features always span the same time."""
-    first = int(round(start_frame * sample_rate / fps))
-    last = int(round((start_frame + num_frames) * sample_rate / fps))
-    piece = np.asarray(audio[first:last], dtype=np.float32)
-    if piece.shape[0] < last - first:
-        piece = np.pad(piece, (0, last - first - piece.shape[0]))
-    return piece
-
-
 def speaker_index(subject: str, speakers: list[str]) -> int:
     """Index of a subject's style among the model's speakers, -1 for an unseen subject."""
     return speakers.index(subject) if subject in speakers else -1
-
-
-def intensity_index(intensity: int | None) -> int:
-    """RAVDESS-style intensity 1 (normal) / 2 (strong) -> 0 / 1; -1 when unknown."""
-    if intensity is None:
-        return -1
-    return min(max(int(intensity) - 1, 0), 1)
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -256,7 +236,6 @@ def precompute_features(encoder, store: SequenceStore, records: list[SequenceRec
     """Aligned features ``{name: [T, C]}`` of a frozen encoder for whole sequences, from
     the on-disk FeatureCache (computed once per audio content and encoder)."""
     from voxmesh.audio.features import FeatureCache
-    from voxmesh.eval.evaluate import cached_sequence_features
 
     cache = FeatureCache(encoder)
     features = {}
@@ -786,7 +765,7 @@ def _validate(model, data: RunData, features: dict[str, torch.Tensor] | None, st
     """Val loss on whole sequences and, in the final stage, the metric suite on
     ``model.generate`` outputs. Unseen val subjects are conditioned on the first
     training speaker here (evaluation averages over all of them)."""
-    from voxmesh.eval.evaluate import generate_sequence, metric_regions
+    from voxmesh.eval.evaluate import metric_regions
     from voxmesh.eval.metrics import evaluate_sequences
 
     with preserved_rng():
