@@ -79,3 +79,34 @@ def test_using_threads_restores_the_callers_setting():
 def test_readme_says_how_to_get_the_cpu_build():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert "--index-url https://download.pytorch.org/whl/cpu" in readme and "voxmesh demo" in readme
+
+
+def test_a_missing_extra_is_named_in_one_sentence(monkeypatch, tmp_path):
+    """Without espeakng-loader (the synth extra), speaking says which extra to install;
+    without matplotlib (bench) the trainer skips loss.png instead of failing."""
+    import importlib.util
+
+    from voxmesh import extras
+    from voxmesh.train.plots import plot_losses
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("espeakng_loader", "matplotlib") else real(name, *a))
+    with pytest.raises(VoxmeshError) as info:
+        extras.require("espeakng_loader", "Speaking with espeak-ng")
+    message = str(info.value)
+    assert "espeakng-loader" in message and "pip install 'voxmesh[synth]'" in message and message.count(". ") == 0
+    (tmp_path / "log.jsonl").write_text('{"stage": "main", "step": 1, "loss": 0.5}\n')
+    assert plot_losses(tmp_path / "log.jsonl", tmp_path / "loss.png") is None and not (tmp_path / "loss.png").exists()
+
+
+def test_the_extras_in_pyproject_match_voxmesh_extras():
+    import tomllib
+
+    from voxmesh.extras import OPTIONAL
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    core = " ".join(project["dependencies"])
+    for distribution, extra in OPTIONAL.values():
+        assert distribution not in core, distribution
+        assert any(dep.startswith(distribution) for dep in project["optional-dependencies"][extra]), distribution

@@ -653,7 +653,9 @@ def write_plots(result: dict[str, Any], folder: Path) -> dict[str, str]:
     """quality.png (LVE, EVE, FDD per method and split with the static and mean floors),
     ddim_steps.png (GLDiTalker's LVE and RTF against DDIM steps), speed.png (real-time
     factor against speech length). Returns name -> path."""
-    import matplotlib
+    from voxmesh.extras import require
+
+    matplotlib = require("matplotlib", "Drawing the benchmark's plots")
 
     matplotlib.use("Agg")  # files only, safe in any process
     import matplotlib.pyplot as plt

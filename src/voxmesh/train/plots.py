@@ -26,7 +26,11 @@ def read_log(path: str | Path) -> list[dict]:
 def plot_losses(log_path: str | Path, out_path: str | Path) -> Path | None:
     """One panel a stage: train loss (a point a logging interval) and val loss (a
     point a validation) against the step. Returns the PNG path, or None when the log
-    has no losses yet."""
+    has no losses yet, or when matplotlib (the ``bench`` extra) is not installed."""
+    from voxmesh.extras import available
+
+    if not available("matplotlib"):
+        return None
     import matplotlib
 
     matplotlib.use("Agg")  # no display: files only, safe in any process

@@ -268,6 +268,9 @@ class _ServerClient:
     """A running espeak server process and the pipes to it."""
 
     def __init__(self) -> None:
+        from voxmesh.extras import require
+
+        require("espeakng_loader", "Speaking with espeak-ng")  # said here: the server imports no voxmesh
         flags = ["-P"] if sys.version_info >= (3, 11) else []  # no cwd on sys.path in the server
         self.owner_pid = os.getpid()
         self.process = subprocess.Popen(
