@@ -11,11 +11,11 @@ imports, model load, animation, writing: what a user waits for):
 * ``OMP_NUM_THREADS=1``: what the issue measured as the fast setting;
 * ``every core``: ``--threads`` = the core count, torch's own default.
 
-The cases run in turn, twice each in alternating order (the faster of the two is kept), so
-slow drift in the background load touches them alike; the ratios to OMP_NUM_THREADS=1 come
-from the same run. Prints a table and writes ``benchmarks/results/threads.json``.
+The cases run in turn (``--repeats 2``: twice each in alternating order, the faster kept),
+so slow drift in the background load touches them alike; the ratios to OMP_NUM_THREADS=1
+come from the same run. Prints a table and writes ``benchmarks/results/threads.json``.
 
-    python benchmarks/bench_threads.py [--seconds 60] [--busy 2] [--model default]
+    python benchmarks/bench_threads.py [--seconds 60] [--busy 2] [--repeats 1] [--model default]
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the speech (default 60 s)")
     parser.add_argument("--busy", type=int, default=None, help="spinning processes (default: one per core)")
     parser.add_argument("--model", default="default")
+    parser.add_argument("--repeats", type=int, default=1, help="passes over the cases, in alternating order")
     parser.add_argument("--out", type=Path, default=RESULTS / "threads.json")
     args = parser.parse_args(argv)
 
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             load = wait_for_load(busy - 0.5)
             print(f"{busy} spinning processes on {cores} cores; load average {load:.2f}", flush=True)
             rows: list[dict] = []
-            for order in (cases, tuple(reversed(cases))):
+            for order in [cases if k % 2 == 0 else tuple(reversed(cases)) for k in range(args.repeats)]:
                 for name in order:
                     rows.append(run_case(name, wav, args.model, scratch, cores))
                     print(f"  {name:<18} {rows[-1]['seconds']:7.1f} s", flush=True)
@@ -104,14 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     best = {name: min((r for r in rows if r["case"] == name), key=lambda r: r["seconds"]) for name in cases}
     reference = best["OMP_NUM_THREADS=1"]["seconds"]
     print(f"\n`voxmesh animate` {args.seconds:g} s of speech -> .npy, model {args.model}, {busy} busy processes "
-          f"on {cores} cores (best of 2)")
+          f"on {cores} cores (best of {args.repeats})")
     print(f"| case | threads | seconds | RTF | / OMP_NUM_THREADS=1 |\n|---|---|---|---|---|")
     for name in cases:
         row = best[name]
         print(f"| {name} | {row['threads']} | {row['seconds']:.1f} | {row['seconds'] / args.seconds:.2f} | "
               f"{row['seconds'] / reference:.2f} |")
     report = {"seconds_of_speech": args.seconds, "model": args.model, "cores": cores, "busy_processes": busy,
-              "python": platform.python_version(), "runs": rows,
+              "python": platform.python_version(), "repeats": args.repeats, "runs": rows,
               "best": {name: {**row, "ratio_to_omp1": row["seconds"] / reference} for name, row in best.items()}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
