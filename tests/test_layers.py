@@ -55,6 +55,8 @@ FORBIDDEN = {
     "voxmesh.render": ("voxmesh.models", "voxmesh.train", "voxmesh.eval", "voxmesh.animate", "voxmesh.benchmark"),
     "voxmesh.audio": ("voxmesh.models", "voxmesh.train", "voxmesh.eval", "voxmesh.data", "voxmesh.render"),
     "voxmesh.mesh": ("voxmesh.models", "voxmesh.train", "voxmesh.eval", "voxmesh.data", "voxmesh.render"),
+    "voxmesh.pipeline": ("voxmesh.cli", "voxmesh.animate", "voxmesh.benchmark", "voxmesh.render", "voxmesh.demo"),
+    "voxmesh.inference": ("voxmesh.train", "voxmesh.eval", "voxmesh.pipeline", "voxmesh.animate", "voxmesh.cli"),
     "voxmesh.files": ("voxmesh.",),  # the bottom: only voxmesh.errors
     "voxmesh.extras": ("voxmesh.",),
 }
