@@ -367,6 +367,16 @@ class HeadRig:
         v = np.asarray(vertices)
         return np.linalg.norm(v[..., self.lip_pairs[:, 0], :] - v[..., self.lip_pairs[:, 1], :], axis=-1).mean(-1)
 
+    def lip_seal(self, vertices: np.ndarray) -> np.ndarray:
+        """The displacement float64 ``[V, 3]`` that closes the lips of one posed face
+        ``vertices [V, 3]``: each rim pair's gap shared out half to each lip, with the
+        same smooth falloff as the seal of a bilabial in :meth:`pose`."""
+        v = np.asarray(vertices, dtype=np.float64)
+        half_gap = 0.5 * (v[self.lip_pairs[:, 0]] - v[self.lip_pairs[:, 1]])  # [P, 3]
+        out = np.zeros_like(v)
+        out[self._contact_index] = self._contact_lower @ half_gap - self._contact_upper @ half_gap
+        return out
+
 
 def _eye_centers_of(neutral: np.ndarray, rig: HeadRig) -> np.ndarray:
     """Eyeball centres ``[2, 3]`` (subject's right, left) of a neutral face."""

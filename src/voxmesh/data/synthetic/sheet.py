@@ -71,3 +71,50 @@ def render_contact_sheet(path: str | Path | None = None, size: int = 320, column
                                yaw_degrees=yaw, vertex_colors=colors, supersample=2) for yaw in sorted(set(yaws))}
     images = [renderers[yaw].render(v) for v, yaw in zip(vertices, yaws)]
     return contact_sheet(images, labels, columns=columns, path=path)
+
+
+# Shapes also shown at 30 degrees on the ARKit sheet: those that move the face in depth.
+ARKIT_SIDE_VIEWS = ("jawForward", "mouthFunnel", "mouthPucker", "mouthRollLower", "mouthRollUpper",
+                    "mouthShrugLower", "mouthShrugUpper", "cheekPuff", "tongueOut", "jawOpen")
+
+
+def arkit_sheet_poses(shapes) -> tuple[list[np.ndarray], list[str], list[float]]:
+    """Vertices ``[V, 3]``, a label and a camera yaw for every cell of the ARKit sheet:
+    the neutral, each of the 52 shapes at weight 1 (``mouthClose`` with ``jawOpen``, as
+    ARKit means it), then the shapes of ``ARKIT_SIDE_VIEWS`` at 30 degrees."""
+    from voxmesh.mesh.arkit import ARKIT_NAMES
+
+    k = len(ARKIT_NAMES)
+
+    def posed(*names):
+        weights = np.zeros((1, k), np.float32)
+        for name in names:
+            weights[0, ARKIT_NAMES.index(name)] = 1.0
+        return shapes.rebuild(weights)[0]
+
+    cells = [(shapes.neutral, "neutral", 0.0)]
+    for name in ARKIT_NAMES:
+        if name == "mouthClose":
+            cells.append((posed("jawOpen", "mouthClose"), "mouthClose+jawOpen", 0.0))
+        else:
+            cells.append((posed(name), name, 0.0))
+    cells.append((shapes.neutral, "neutral, 30 deg", 30.0))
+    cells += [(posed(name), f"{name}, 30 deg", 30.0) for name in ARKIT_SIDE_VIEWS]
+    vertices, labels, yaws = zip(*cells)
+    return list(vertices), list(labels), list(yaws)
+
+
+def render_arkit_sheet(path: str | Path | None = None, size: int = 256, columns: int = 8) -> np.ndarray:
+    """Render the sheet of the head's 52 ARKit shapes (uint8 ``[H, W, 3]``) and save it as
+    PNG when ``path`` is given (docs/arkit_shapes.png)."""
+    from voxmesh.mesh.arkit import arkit_shapes
+    from voxmesh.render import Renderer, contact_sheet
+
+    shapes = arkit_shapes()
+    colors = vertex_colors_for(shapes.template)
+    vertices, labels, yaws = arkit_sheet_poses(shapes)
+    reference = shapes.neutral[shapes.template.region("face")]
+    renderers = {yaw: Renderer(shapes.template.faces, width=size, height=size, reference_vertices=reference,
+                               yaw_degrees=yaw, vertex_colors=colors, supersample=2) for yaw in sorted(set(yaws))}
+    images = [renderers[yaw].render(v) for v, yaw in zip(vertices, yaws)]
+    return contact_sheet(images, labels, columns=columns, path=path, font_size=max(12, size // 16))
