@@ -143,6 +143,7 @@ def plan_clips(size: SynthSize, subjects: list[Subject], seed: int) -> list[Clip
 
 
 _RIG = None
+_ARKIT = None
 
 
 def _rig():
@@ -153,6 +154,29 @@ def _rig():
 
         _RIG = HeadRig()
     return _RIG
+
+
+def _arkit():
+    """The head's 52 ARKit shapes on the process's rig (built on first use)."""
+    global _ARKIT
+    if _ARKIT is None:
+        from voxmesh.mesh.arkit import ArkitShapes
+
+        _ARKIT = ArkitShapes(_rig())
+    return _ARKIT
+
+
+# The ground-truth ARKit weights of a clip are solved until no weight changes by more than this.
+ARKIT_TRUTH_TOLERANCE = 1e-4
+
+
+def arkit_truth(vertices: np.ndarray, neutral: np.ndarray):
+    """The ground-truth ARKit fit (:class:`voxmesh.mesh.arkit.ArkitFit`) of a clip's
+    vertices ``[T, V, 3]`` on its subject's neutral ``[V, 3]``: per frame, the weights in
+    [0, 1] of the 52 shapes that rebuild the frame's motion best (bounded least squares
+    over the face's moving vertices with the solve's default ridge and antagonist
+    penalties, each frame on its own: no smoothing in time)."""
+    return _arkit().solve(vertices, neutral, smoothing=0.0, tolerance=ARKIT_TRUTH_TOLERANCE, max_iterations=5000)
 
 
 def phoneme_targets(phonemes) -> list[PhonemeTarget]:
@@ -166,8 +190,10 @@ def phoneme_targets(phonemes) -> list[PhonemeTarget]:
     return targets
 
 
-def render_clip(spec: ClipSpec, fps: float) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Audio ``[samples]`` 16 kHz, vertices ``[T, V*3]`` float32 and the manifest row."""
+def render_clip(spec: ClipSpec, fps: float) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray, dict]:
+    """Audio ``[samples]`` 16 kHz, vertices ``[T, V*3]`` float32, the manifest row, the
+    ground-truth ARKit weights ``[T, 52]`` float32 (:func:`arkit_truth`) and how well
+    they rebuild the motion (``explained``, ``lip_explained``, ``lip_rms_mm``)."""
     rig = _rig()
     voice = emotional_voice(spec.subject.voice, spec.emotion, spec.intensity)
     clip = synthesize(spec.text, voice)
@@ -180,13 +206,42 @@ def render_clip(spec: ClipSpec, fps: float) -> tuple[np.ndarray, np.ndarray, dic
     vertices = rig.pose(neutral, track.jaw, track.visemes, track.expressions, track.blink,
                         style=spec.subject.style.rig_style())
     assert vertices.shape[0] == num_frames_for(duration, fps)
+    truth = arkit_truth(vertices, neutral)
+    fit = {"frames": len(vertices), "explained": truth.explained, "lip_explained": truth.lip_explained,
+           "lip_rms_mm": truth.lip_rms_mm}
     row = {
         "name": spec.name, "subject": spec.subject.name, "sentence": spec.sentence_id, "text": spec.text,
         "emotion": spec.emotion, "intensity": spec.intensity, "split": spec.split, "fps": fps,
         "duration": round(duration, 6),
         "phonemes": [[p.symbol, round(p.start, 6), round(p.end, 6)] for p in clip.phonemes],
     }
-    return clip.audio, vertices.reshape(vertices.shape[0], -1).astype(np.float32), row
+    return clip.audio, vertices.reshape(vertices.shape[0], -1).astype(np.float32), row, truth.weights, fit
+
+
+def blendshapes_meta(fits: list[dict]) -> dict:
+    """What ``blendshapes.json`` says: the 52 names of ``blendshapes_npy/`` in their
+    order, how the weights were made and how much of the motion they explain."""
+    from voxmesh.mesh.arkit import ARKIT_NAMES
+
+    frames = np.array([f["frames"] for f in fits], dtype=np.float64)
+
+    def mean(key):  # over frames
+        return round(float(np.dot(frames, [f[key] for f in fits]) / frames.sum()), 6) if len(fits) else None
+
+    return {
+        "names": list(ARKIT_NAMES),
+        "order": "Live Link Face CSV order, ARKit spelling (voxmesh.mesh.arkit.ARKIT_NAMES)",
+        "range": [0.0, 1.0],
+        "definition": ("Per frame, the weights in [0, 1] of voxmesh's 52 ARKit shapes of the procedural head that "
+                       "rebuild the frame's vertex motion best: bounded least squares over the moving vertices "
+                       "of the face with the solve's default small ridge and antagonist-pair penalties, each frame "
+                       "on its own (voxmesh.data.synthetic.dataset.arkit_truth). The motion "
+                       "itself comes from the rig (jaw turn, visemes, lip contacts, expressions, blinks), so it is "
+                       "richer than 52 linear shapes; 'explained' says how much of it the weights rebuild."),
+        "explained": {"face": mean("explained"), "lips": mean("lip_explained"),
+                      "lip_rms_mm": mean("lip_rms_mm"),
+                      "note": "frame-weighted mean over clips of 1 - sum|residual|^2 / sum|displacement|^2"},
+    }
 
 
 def _render_job(args: tuple[ClipSpec, float]):
@@ -195,7 +250,7 @@ def _render_job(args: tuple[ClipSpec, float]):
 
 # What a synthetic dataset folder holds: what `synth --overwrite` may replace.
 DATASET_ENTRIES = frozenset({"wav", "vertices_npy", "templates.pkl", "topology.ply", "regions.json", "manifest.jsonl",
-                             "subjects.json"})
+                             "subjects.json", "blendshapes_npy", "blendshapes.json"})
 
 
 def synthesize_dataset(out: str | Path, preset: str = "tiny", seed: int = 0, fps: float = 30.0,
@@ -228,16 +283,21 @@ def synthesize_dataset(out: str | Path, preset: str = "tiny", seed: int = 0, fps
     with atomic_folder(out, replace=overwrite) as staging:
         (staging / "wav").mkdir()
         (staging / "vertices_npy").mkdir()
+        (staging / "blendshapes_npy").mkdir()
+        fits = []
         if workers > 1:
             pool = ProcessPoolExecutor(max_workers=workers)
             results = pool.map(_render_job, jobs, chunksize=2)
         else:
             pool = None
             results = map(_render_job, jobs)
-        for clip, (audio, vertices, row) in tqdm(zip(clips, results), total=len(clips), desc=f"synth {preset}",
-                                                 unit="clip", disable=not progress):
+        for clip, (audio, vertices, row, weights, fit) in tqdm(zip(clips, results), total=len(clips),
+                                                               desc=f"synth {preset}", unit="clip",
+                                                               disable=not progress):
             soundfile.write(staging / "wav" / f"{clip.name}.wav", audio, 16000, subtype="PCM_16")
             np.save(staging / "vertices_npy" / f"{clip.name}.npy", vertices)
+            np.save(staging / "blendshapes_npy" / f"{clip.name}.npy", weights)
+            fits.append(fit)
             rows.append(row)
             total_seconds += row["duration"]
         if pool is not None:
@@ -256,6 +316,7 @@ def synthesize_dataset(out: str | Path, preset: str = "tiny", seed: int = 0, fps
             "expression_names": list(rig.expression_names),
         }
         (staging / "subjects.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+        (staging / "blendshapes.json").write_text(json.dumps(blendshapes_meta(fits), indent=1, sort_keys=True))
     splits: dict[str, int] = {}
     for r in rows:
         splits[r["split"]] = splits.get(r["split"], 0) + 1
