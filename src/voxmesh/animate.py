@@ -21,17 +21,20 @@ from voxmesh.train.checkpoint import BUILTIN_MODELS, builtin_model_path, resolve
 
 AnimationModel = TalkingFacePipeline  # the name before the pipeline had one
 
-OUTPUT_FORMATS = ("mp4", "npy", "glb", "obj", "ply")
+OUTPUT_FORMATS = ("mp4", "npy", "glb", "obj", "ply", "csv", "json", "arkit.glb")
 
 
 def output_format(path: Path, default: str | None = None) -> str:
     """The format a path asks for: its extension, or a folder of .obj/.ply frames."""
     suffix = path.suffix.lower().lstrip(".")
-    if suffix in ("mp4", "npy", "glb"):
+    if suffix == "glb" and path.name.lower().endswith(".arkit.glb"):
+        return "arkit.glb"
+    if suffix in ("mp4", "npy", "glb", "csv", "json"):
         return suffix
     if suffix == "":
         return default if default in ("obj", "ply") else "obj"
-    raise VoxmeshError(f"Output {path} has an unknown extension; use .mp4, .npy, .glb or a folder for .obj/.ply frames.")
+    raise VoxmeshError(f"Output {path} has an unknown extension; use .mp4, .npy, .glb, .csv, .json, .arkit.glb or a "
+                       "folder for .obj/.ply frames.")
 
 
 def resample_frames(vertices: np.ndarray, source_fps: float, target_fps: float) -> np.ndarray:
@@ -55,7 +58,7 @@ def load_sequence_file(path: str | Path, num_vertices: int) -> np.ndarray:
 
 def animate_to_file(animation: AnimationModel, audio_path: str | Path, out: str | Path, *, fmt: str | None = None,
                     fps: float | None = None, side_by_side: str | Path | None = None, overwrite: bool = False,
-                    progress: bool = False, **options: Any) -> dict:
+                    progress: bool = False, visemes: str | None = None, **options: Any) -> dict:
     """Animate one audio file and write ``out`` in the format its extension names.
     Everything is checked before the first byte is written (conditions, the audio's
     length, the output); the output appears only when whole, and without ``overwrite``
@@ -69,6 +72,10 @@ def animate_to_file(animation: AnimationModel, audio_path: str | Path, out: str 
     audio_path = Path(os.fsdecode(audio_path))
     out = Path(out)
     kind = output_format(out, fmt)
+    if kind in ("csv", "json", "arkit.glb") or visemes is not None:  # ARKit weights: the head, and visemes only in csv/json
+        from voxmesh.render.arkit_files import check_arkit_output
+
+        check_arkit_output(kind, animation.template.num_vertices, visemes)
     refuse_existing(out, overwrite=overwrite, folder_of=FRAME_FILE.match if kind in ("obj", "ply") else None)
     native = animation.fps
     target_fps = check_fps(fps) if fps is not None else native
@@ -106,6 +113,15 @@ def animate_to_file(animation: AnimationModel, audio_path: str | Path, out: str 
         written = write_glb(vertices, animation.faces, out, target_fps, base=base, vertex_colors=colors,
                             overwrite=overwrite)
         extra = {"morph_targets": written["morph_targets"], "max_error_m": written["max_error_m"]}
+    elif kind in ("csv", "json", "arkit.glb"):
+        from voxmesh.render.arkit_files import LIVE_LINK_FPS, write_arkit
+
+        vertices, rate = np.concatenate(list(blocks), axis=0), target_fps
+        if kind == "csv" and fps is None:  # Live Link Face's rate unless --fps says otherwise
+            vertices, rate = resample_frames(vertices, target_fps, LIVE_LINK_FPS), LIVE_LINK_FPS
+        extra = write_arkit(vertices, out, kind, rate, seconds=num_samples / SAMPLE_RATE, visemes=visemes,
+                            neutral=animation.neutral_face(options.get("template")), vertex_colors=colors,
+                            overwrite=overwrite)
     elif kind == "mp4":
         from voxmesh.render.rasterizer import Renderer
 

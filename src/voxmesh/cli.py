@@ -293,7 +293,8 @@ def benchmark_command(
 def animate_command(
     speech: list[Path] = typer.Argument(..., help="Speech files (wav, flac, ogg, mp3), any rate or channel count."),
     output: Path = typer.Option(..., "-o", "--output", help="OUT.mp4 | OUT.npy | OUT.glb | a folder of .obj/.ply "
-                                "frames; with several inputs, a folder that gets one file each."),
+                                "frames | ARKit weights: OUT.csv (Live Link Face), OUT.json, OUT.arkit.glb; with "
+                                "several inputs, a folder that gets one file each."),
     model: str = typer.Option("default", help="A checkpoint folder (or training run) or a built-in name."),
     speaker: Optional[str] = typer.Option(None, help="Speaking style: a training speaker's name or index "
                                           "(default: a mixture of all)."),
@@ -305,14 +306,16 @@ def animate_command(
     template: Optional[Path] = typer.Option(None, help="Your own neutral face (.obj/.ply/.npy) of the model's topology."),
     fps: Optional[float] = typer.Option(None, help="Frame rate of the output (default: the model's)."),
     side_by_side: Optional[Path] = typer.Option(None, "--side-by-side", help="Ground truth .npy shown beside (.mp4)."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="With several inputs or a folder: mp4, npy, glb, obj or ply "
-                                      "(a folder -o without it gets .obj frames)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="With several inputs or a folder: mp4, npy, glb, obj, ply, "
+                                      "csv, json or arkit.glb (a folder -o without it gets .obj frames)."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when this torch build sees a GPU)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads (default: OMP_NUM_THREADS if set, else the cores "
                                           "that are idle now, at most 4: taking busy cores makes it slower)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (only what voxmesh wrote)."),
+    visemes: Optional[str] = typer.Option(None, help="Add a viseme track to a .csv or .json: oculus (sil PP ... ou) "
+                                          "or rpm (Ready Player Me's viseme_* names)."),
 ) -> None:
-    """Turn speech into an animated face: video with sound, arrays, mesh frames or glTF."""
+    """Turn speech into an animated face: video with sound, arrays, mesh frames, glTF or ARKit weights."""
     from voxmesh.animate import FRAME_FILE, OUTPUT_FORMATS, output_format
     from voxmesh.data.presets import check_fps
     from voxmesh.files import refuse_existing
@@ -342,6 +345,10 @@ def animate_command(
             else:
                 target = output
             output_format(target, kind)  # an unknown extension is refused here, before any work
+            if visemes is not None:
+                from voxmesh.render.arkit_files import check_arkit_output
+
+                check_arkit_output(output_format(target, kind), None, visemes)
             jobs.append((path, k, target))
     # Every output is checked before the first is written: a batch is refused whole, not halfway.
     seen: dict[Path, Path] = {}
@@ -356,7 +363,7 @@ def animate_command(
     with using_threads(choose_threads(threads)):
         _animate_jobs(jobs, kind, model, resolve_device(device), template, fps=fps, side_by_side=side_by_side,
                       overwrite=overwrite, speaker=speaker, emotion=emotion, intensity=intensity, seed=seed,
-                      steps=steps)
+                      steps=steps, visemes=visemes)
 
 
 def _animate_jobs(jobs: list, kind: str | None, model: str, device, template: Path | None, *, seed: int,
