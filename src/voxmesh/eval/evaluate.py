@@ -392,7 +392,8 @@ def format_evaluation(result: dict[str, Any]) -> str:
         mask = masks.get(key)
         if mask is None or key in ("FDD_abs", "blink_duration"):
             continue
-        size = f"{mask['pairs']} vertex pairs" if "pairs" in mask else f"{mask['vertices']} vertices"
+        size = (f"{mask['pairs']} vertex pair{'s' if mask['pairs'] != 1 else ''}" if "pairs" in mask
+                else f"{mask['vertices']} vertices")
         if "closures" in mask:
             size += (f"; {mask['closures']} midpoints of /{'/, /'.join(mask['phonemes'])}/, closed when at most "
                      f"{mask['tolerance_m'] * 1000:g} mm more open than the ground truth")
