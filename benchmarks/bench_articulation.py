@@ -117,8 +117,7 @@ def encoder_features(name: str, spec: Any, sequences: list) -> list[np.ndarray]:
     """Features ``[T, C]`` aligned to each sequence's mesh frames."""
     from voxmesh.audio.encoders import build_encoder
     from voxmesh.audio.features import FeatureCache, align_features
-    from voxmesh.eval.evaluate import cached_sequence_features
-    from voxmesh.train.trainer import frame_audio
+    from voxmesh.inference import cached_sequence_features, frame_audio
 
     def aligned(features: np.ndarray, frames: int) -> np.ndarray:
         return align_features(torch.from_numpy(features.astype(np.float32))[None], [frames])[0].numpy()
@@ -327,7 +326,8 @@ def stage_one(model, dataset, limit: int | None) -> dict[str, Any]:
 
 def generation(model, dataset, limit: int | None) -> dict[str, Any]:
     from voxmesh.audio.features import FeatureCache
-    from voxmesh.eval.evaluate import generate_sequence, metric_regions, sequence_features
+    from voxmesh.eval.evaluate import metric_regions
+    from voxmesh.inference import generate_sequence, sequence_features
 
     regions = metric_regions(dataset)
     sequences = [dataset.load(r) for r in records(dataset, "test", limit)]
@@ -429,7 +429,8 @@ def ablation(model, dataset, steps: int, variants: list[tuple[float, float]], li
     def scored(m) -> dict[str, Any]:
         report = motion_report(reconstructions(m, sequences, True), sequences, regions, dataset.fps)
         keep = ("LVE", "MOD", "lip_closure", "vowel_contrast", "MVE")
-        return {**{k: report["metrics"][k] for k in keep}, "gap_at_bilabial_midpoints": report["gap_at_bilabial_midpoints"]}
+        return {**{k: report["metrics"].get(k) for k in keep},  # None where the clips lack the phonemes
+                "gap_at_bilabial_midpoints": report["gap_at_bilabial_midpoints"]}
 
     kept = dict((earlier or {}).get("variants", {})) if (earlier or {}).get("steps") == steps else {}
     result: dict[str, Any] = {"steps": steps, "variants": {"shipped": scored(model)}}
@@ -487,8 +488,9 @@ def print_tables(result: dict[str, Any]) -> None:
         print("| decoder | closure | median gap (mm) | vowel contrast | LVE | MOD (mm) | MVE (mm) | train s |\n"
               "|---|---:|---:|---:|---:|---:|---:|---:|")
         for name, r in a["variants"].items():
+            contrast = "-" if r["vowel_contrast"] is None else f"{r['vowel_contrast']:.2f}"
             print(f"| {name} | {100 * r['lip_closure']:.1f} % | {r['gap_at_bilabial_midpoints']['median_mm']:.2f} | "
-                  f"{r['vowel_contrast']:.2f} | {r['LVE']:.3e} | {1000 * r['MOD']:.2f} | {1000 * r['MVE']:.3f} | "
+                  f"{contrast} | {r['LVE']:.3e} | {1000 * r['MOD']:.2f} | {1000 * r['MVE']:.3f} | "
                   f"{r.get('train_seconds', '')} |")
 
 
