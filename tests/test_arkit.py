@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -341,3 +342,205 @@ def test_animate_writes_a_live_link_csv_with_the_default_model(tmp_path):
     assert values.min() >= 0.0 and values.max() <= 1.0
     jaw = values[:, ARKIT_NAMES.index("jawOpen")]
     assert jaw.max() - jaw.min() > 0.1  # the mouth moves with the speech
+
+
+# ---- avatars ------------------------------------------------------------------------------------
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (4, 4), (200, 120, 90)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def build_avatar(path, face_names, teeth_names=None, *, names_on_primitive=False, instances=1,
+                 external=False) -> None:
+    """A small avatar made here: a face mesh with morph targets named ``face_names``, an
+    optional teeth mesh, a skinned textured body, an armature root with an animation of
+    its own, written as .glb (or .gltf with an external .bin and .png when ``external``)."""
+    g = pygltflib
+    blobs = bytearray()
+    views, accessors = [], []
+
+    def add(array, kind, component=g.FLOAT, target=None, bounds=False):
+        data = np.ascontiguousarray(array).tobytes()
+        blobs.extend(b"\0" * ((-len(blobs)) % 4))
+        views.append(g.BufferView(buffer=0, byteOffset=len(blobs), byteLength=len(data), target=target))
+        blobs.extend(data)
+        accessor = g.Accessor(bufferView=len(views) - 1, componentType=component, count=len(array), type=kind)
+        if bounds:
+            flat = np.asarray(array).reshape(len(array), -1)
+            accessor.min, accessor.max = flat.min(0).tolist(), flat.max(0).tolist()
+        accessors.append(accessor)
+        return len(accessors) - 1
+
+    grid = np.stack(np.meshgrid(np.linspace(-0.05, 0.05, 4), np.linspace(-0.05, 0.05, 4)), -1).reshape(-1, 2)
+    positions = np.concatenate([grid, np.zeros((16, 1))], 1).astype(np.float32)
+    faces = np.array([[r * 4 + c, r * 4 + c + 1, r * 4 + c + 5, r * 4 + c, r * 4 + c + 5, r * 4 + c + 4]
+                      for r in range(3) for c in range(3)], np.uint16).reshape(-1)
+    indices = add(faces, g.SCALAR, g.UNSIGNED_SHORT, g.ELEMENT_ARRAY_BUFFER)
+
+    def morph_mesh(name, names):
+        position = add(positions, g.VEC3, target=g.ARRAY_BUFFER, bounds=True)
+        targets = []
+        for k in range(len(names)):
+            delta = np.zeros_like(positions)
+            delta[:, 2] = 0.001 * (k + 1)
+            targets.append({"POSITION": add(delta, g.VEC3, target=g.ARRAY_BUFFER, bounds=True)})
+        extras = {"targetNames": list(names)}
+        primitive = g.Primitive(attributes=g.Attributes(POSITION=position), indices=indices, targets=targets,
+                                extras=extras if names_on_primitive else {})
+        return g.Mesh(name=name, primitives=[primitive], weights=[0.0] * (len(names) - 1) + [0.25],
+                      extras={} if names_on_primitive else extras)
+
+    meshes = [morph_mesh("Wolf3D_Head", face_names)]
+    if teeth_names:
+        meshes.append(morph_mesh("Wolf3D_Teeth", teeth_names))
+    joints = add(np.zeros((16, 4), np.uint8), g.VEC4, g.UNSIGNED_BYTE, g.ARRAY_BUFFER)
+    skin_weights = add(np.tile(np.array([1, 0, 0, 0], np.float32), (16, 1)), g.VEC4, target=g.ARRAY_BUFFER)
+    uvs = add(np.concatenate([grid + 0.5], 1).astype(np.float32), g.VEC2, target=g.ARRAY_BUFFER)
+    body_position = add(positions - np.array([0, 0.2, 0], np.float32), g.VEC3, target=g.ARRAY_BUFFER, bounds=True)
+    meshes.append(g.Mesh(name="Body", primitives=[g.Primitive(
+        attributes=g.Attributes(POSITION=body_position, JOINTS_0=joints, WEIGHTS_0=skin_weights, TEXCOORD_0=uvs),
+        indices=indices, material=0)]))
+    inverse_bind = add(np.tile(np.eye(4, dtype=np.float32).reshape(1, 16), (1, 1)), g.MAT4)
+    times = add(np.array([0.0, 1.0], np.float32), g.SCALAR, bounds=True)
+    turns = add(np.array([[0, 0, 0, 1], [0, 0.087, 0, 0.996]], np.float32), g.VEC4)
+    png = _png()
+    nodes = [g.Node(name="Armature", children=[1] + list(range(2, 2 + instances))
+                    + ([3 + instances] if teeth_names else []))]
+    nodes.append(g.Node(name="Hips"))
+    nodes += [g.Node(name=f"Head{k}", mesh=0, translation=[0.2 * k, 0, 0]) for k in range(instances)]
+    nodes.append(g.Node(name="Body", mesh=len(meshes) - 1, skin=0))
+    if teeth_names:
+        nodes.append(g.Node(name="Teeth", mesh=1))
+    gltf = g.GLTF2(
+        asset=g.Asset(version="2.0", generator="voxmesh tests"), scene=0, scenes=[g.Scene(nodes=[0, 2 + instances])],
+        nodes=nodes,  # a skinned mesh's node is a root: its parents' transforms would not move it
+        meshes=meshes, skins=[g.Skin(joints=[1], inverseBindMatrices=inverse_bind)],
+        materials=[g.Material(name="skin", pbrMetallicRoughness=g.PbrMetallicRoughness(
+            baseColorTexture=g.TextureInfo(index=0)))],
+        textures=[g.Texture(source=0, sampler=0)], samplers=[g.Sampler()],
+        animations=[g.Animation(name="idle", samplers=[g.AnimationSampler(input=times, output=turns)],
+                                channels=[g.AnimationChannel(sampler=0, target=g.AnimationChannelTarget(
+                                    node=0, path="rotation"))])],
+        accessors=accessors, bufferViews=views)
+    path = Path(path)
+    if external:
+        (path.parent / "avatar.bin").write_bytes(bytes(blobs))
+        (path.parent / "skin.png").write_bytes(png)
+        gltf.buffers = [g.Buffer(byteLength=len(blobs), uri="avatar.bin")]
+        gltf.images = [g.Image(uri="skin.png")]
+        gltf.save_json(str(path))
+    else:
+        blobs.extend(b"\0" * ((-len(blobs)) % 4))
+        views.append(g.BufferView(buffer=0, byteOffset=len(blobs), byteLength=len(png)))
+        blobs.extend(png)
+        gltf.images = [g.Image(bufferView=len(views) - 1, mimeType="image/png")]
+        gltf.buffers = [g.Buffer(byteLength=len(blobs))]
+        gltf.set_binary_blob(bytes(blobs))
+        gltf.save_binary(str(path))
+
+
+def glb_parts(path):
+    """The JSON (a dict) and the binary chunk of a .glb."""
+    raw = Path(path).read_bytes()
+    length = int.from_bytes(raw[12:16], "little")
+    document = json.loads(raw[20: 20 + length])
+    blob_length = int.from_bytes(raw[20 + length: 24 + length], "little")
+    return document, raw[28 + length: 28 + length + blob_length]
+
+
+def read_floats(document, blob, accessor_index):
+    accessor = document["accessors"][accessor_index]
+    view = document["bufferViews"][accessor["bufferView"]]
+    start = view.get("byteOffset", 0)
+    return np.frombuffer(blob[start: start + view["byteLength"]], np.float32)
+
+
+def test_avatar_glb_keeps_everything_and_drives_its_arkit_targets(shapes, tmp_path):
+    from voxmesh.render.arkit_files import read_avatar, write_arkit
+
+    build_avatar(tmp_path / "rpm.glb", ["jawOpen", "mouthClose", "eyeBlinkLeft", "viseme_aa", "browInnerUp"],
+                 ["jawOpen", "mouthOpen"])
+    before, before_blob = glb_parts(tmp_path / "rpm.glb")
+    avatar = read_avatar(tmp_path / "rpm.glb", visemes=True)
+    assert avatar.found == ["eyeBlinkLeft", "jawOpen", "mouthClose", "browInnerUp"]
+    assert len(avatar.missing) == 48 and avatar.visemes_found == ["viseme_aa"]
+    motion = speech_motion(shapes, frames=45)
+    written = write_arkit(motion, tmp_path / "talking.glb", "glb", 30.0, avatar=avatar, visemes="rpm")
+    assert written["driven"] == avatar.found and written["nodes"] == ["Head0", "Teeth"]
+    after, after_blob = glb_parts(tmp_path / "talking.glb")
+    assert after_blob[: len(before_blob)] == before_blob  # the avatar's bytes, then the new data
+    for key in ("nodes", "meshes", "materials", "textures", "images", "samplers", "skins", "scenes", "asset"):
+        assert after[key] == before[key], key
+    assert after["accessors"][: len(before["accessors"])] == before["accessors"]
+    assert after["bufferViews"][: len(before["bufferViews"])] == before["bufferViews"]
+    assert after["animations"][0] == before["animations"][0] and after["animations"][1]["name"] == "speech"
+    speech = after["animations"][1]
+    assert [c["target"] for c in speech["channels"]] == [{"node": 2, "path": "weights"},
+                                                        {"node": 4, "path": "weights"}]
+    fit = shapes.solve(motion)
+    face = read_floats(after, after_blob, speech["samplers"][0]["output"]).reshape(45, 5)
+    np.testing.assert_allclose(face[:, 0], fit.weights[:, ARKIT_NAMES.index("jawOpen")], atol=1e-6)
+    np.testing.assert_allclose(face[:, 3], shapes.visemes(fit.weights)[:, OCULUS_VISEMES.index("aa")], atol=1e-6)
+    teeth = read_floats(after, after_blob, speech["samplers"][1]["output"]).reshape(45, 2)
+    assert np.all(teeth[:, 1] == 0.25)  # mouthOpen is no ARKit name: its default weight stays
+    assert face.min() >= 0.0 and face.max() <= 1.0 and np.ptp(face[:, 0]) > 0.1
+    loaded = pygltflib.GLTF2().load(str(tmp_path / "talking.glb"))  # and another reader agrees
+    assert len(loaded.animations) == 2 and loaded.skins[0].joints == [1]
+
+
+def test_gltf_avatar_with_external_files_and_other_names(shapes, tmp_path):
+    from voxmesh.render.arkit_files import read_avatar, write_avatar_glb
+
+    folder = tmp_path / "vroid"
+    folder.mkdir()
+    build_avatar(folder / "face.gltf", ["JawOpen", "MouthClose", "EyeBlink_L", "mouthSmile_L", "Fcl_ALL_Angry"],
+                 names_on_primitive=True, instances=2, external=True)
+    avatar = read_avatar(folder / "face.gltf")
+    assert avatar.found == ["eyeBlinkLeft", "jawOpen", "mouthClose", "mouthSmileLeft"]
+    weights = np.random.default_rng(0).uniform(0, 1, (12, 52)).astype(np.float32)
+    written = write_avatar_glb(avatar, weights, tmp_path / "talking.glb", 25.0)
+    assert written["nodes"] == ["Head0", "Head1"]  # both instances of the face
+    document, blob = glb_parts(tmp_path / "talking.glb")
+    assert "uri" not in document["images"][0] and document["images"][0]["mimeType"] == "image/png"
+    assert document["buffers"] == [{"byteLength": len(blob)}]
+    image_view = document["bufferViews"][document["images"][0]["bufferView"]]
+    png = (folder / "skin.png").read_bytes()
+    assert blob[image_view["byteOffset"]: image_view["byteOffset"] + image_view["byteLength"]] == png
+    track = read_floats(document, blob, document["animations"][1]["samplers"][0]["output"]).reshape(12, 5)
+    np.testing.assert_allclose(track[:, :4], weights[:, [17, 18, 0, 23]], atol=1e-7)
+    assert np.all(track[:, 4] == 0.25)
+    times = document["accessors"][document["animations"][1]["samplers"][0]["input"]]
+    assert times["count"] == 12 and abs(times["max"][0] - 11 / 25) < 1e-6
+    (folder / "avatar.bin").unlink()
+    with pytest.raises(VoxmeshError, match="needs its external buffer avatar.bin, which is missing"):
+        read_avatar(folder / "face.gltf")
+
+
+def test_bad_avatars_are_refused_in_one_sentence(tmp_path, monkeypatch):
+    import voxmesh.render.arkit_files as arkit_files
+
+    build_avatar(tmp_path / "plain.glb", ["smile", "Fcl_MTH_A"])
+    (tmp_path / "broken.glb").write_bytes(b"glTF\x02\x00\x00\x00garbage")
+    (tmp_path / "notes.gltf").write_text("not json at all")
+    build_avatar(tmp_path / "ok.glb", ["jawOpen"])
+    wav = tmp_path / "a.wav"
+    wav.write_bytes(b"")  # never read: the avatar is refused first
+    expected = {"plain.glb": "has no morph targets with ARKit names", "broken.glb": "is not a glTF 2.0 file",
+                "notes.gltf": "is not a glTF 2.0 file", "missing.glb": "does not exist"}
+    for name, sentence in expected.items():
+        line = one_error_line(runner.invoke(app, ["animate", str(wav), "-o", str(tmp_path / "out.glb"),
+                                                  "--avatar", str(tmp_path / name)]))
+        assert sentence in line, line
+    line = one_error_line(runner.invoke(app, ["animate", str(wav), "-o", str(tmp_path / "out.csv"),
+                                              "--avatar", str(tmp_path / "ok.glb")]))
+    assert "--avatar writes a copy of the avatar as .glb, not .csv" in line
+    monkeypatch.setattr(arkit_files, "MAX_AVATAR_BYTES", 1000)
+    with pytest.raises(VoxmeshError, match=r"voxmesh reads avatars up to 0 MB"):
+        arkit_files.read_avatar(tmp_path / "ok.glb")
+    assert not list(tmp_path.glob("out.*"))

@@ -58,7 +58,8 @@ def load_sequence_file(path: str | Path, num_vertices: int) -> np.ndarray:
 
 def animate_to_file(animation: AnimationModel, audio_path: str | Path, out: str | Path, *, fmt: str | None = None,
                     fps: float | None = None, side_by_side: str | Path | None = None, overwrite: bool = False,
-                    progress: bool = False, visemes: str | None = None, **options: Any) -> dict:
+                    progress: bool = False, visemes: str | None = None, avatar: str | Path | None = None,
+                    **options: Any) -> dict:
     """Animate one audio file and write ``out`` in the format its extension names.
     Everything is checked before the first byte is written (conditions, the audio's
     length, the output); the output appears only when whole, and without ``overwrite``
@@ -72,10 +73,12 @@ def animate_to_file(animation: AnimationModel, audio_path: str | Path, out: str 
     audio_path = Path(os.fsdecode(audio_path))
     out = Path(out)
     kind = output_format(out, fmt)
-    if kind in ("csv", "json", "arkit.glb") or visemes is not None:  # ARKit weights: the head, and visemes only in csv/json
-        from voxmesh.render.arkit_files import check_arkit_output
+    arkit, avatar_file = kind in ("csv", "json", "arkit.glb") or visemes is not None or avatar is not None, None
+    if arkit:  # ARKit weights: a model of the head; visemes in csv/json; an avatar read whole before any work
+        from voxmesh.render.arkit_files import check_arkit_output, read_avatar
 
-        check_arkit_output(kind, animation.template.num_vertices, visemes)
+        check_arkit_output(kind, animation.template.num_vertices, visemes, avatar=avatar is not None)
+        avatar_file = read_avatar(avatar, visemes=visemes is not None) if avatar is not None else None
     refuse_existing(out, overwrite=overwrite, folder_of=FRAME_FILE.match if kind in ("obj", "ply") else None)
     native = animation.fps
     target_fps = check_fps(fps) if fps is not None else native
@@ -103,7 +106,16 @@ def animate_to_file(animation: AnimationModel, audio_path: str | Path, out: str 
         total = len(vertices)
         blocks = iter([vertices])
 
-    if kind == "npy":
+    if arkit:
+        from voxmesh.render.arkit_files import LIVE_LINK_FPS, write_arkit
+
+        vertices, rate = np.concatenate(list(blocks), axis=0), target_fps
+        if kind == "csv" and fps is None:  # Live Link Face's rate unless --fps says otherwise
+            vertices, rate = resample_frames(vertices, target_fps, LIVE_LINK_FPS), LIVE_LINK_FPS
+        extra = write_arkit(vertices, out, kind, rate, seconds=num_samples / SAMPLE_RATE, visemes=visemes,
+                            neutral=animation.neutral_face(options.get("template")), vertex_colors=colors,
+                            avatar=avatar_file, overwrite=overwrite)
+    elif kind == "npy":
         write_npy_stream(blocks, out, total, num_vertices, overwrite=overwrite)
     elif kind in ("obj", "ply"):
         write_mesh_frames(blocks, out, animation.faces, kind, overwrite=overwrite)
@@ -113,15 +125,6 @@ def animate_to_file(animation: AnimationModel, audio_path: str | Path, out: str 
         written = write_glb(vertices, animation.faces, out, target_fps, base=base, vertex_colors=colors,
                             overwrite=overwrite)
         extra = {"morph_targets": written["morph_targets"], "max_error_m": written["max_error_m"]}
-    elif kind in ("csv", "json", "arkit.glb"):
-        from voxmesh.render.arkit_files import LIVE_LINK_FPS, write_arkit
-
-        vertices, rate = np.concatenate(list(blocks), axis=0), target_fps
-        if kind == "csv" and fps is None:  # Live Link Face's rate unless --fps says otherwise
-            vertices, rate = resample_frames(vertices, target_fps, LIVE_LINK_FPS), LIVE_LINK_FPS
-        extra = write_arkit(vertices, out, kind, rate, seconds=num_samples / SAMPLE_RATE, visemes=visemes,
-                            neutral=animation.neutral_face(options.get("template")), vertex_colors=colors,
-                            overwrite=overwrite)
     elif kind == "mp4":
         from voxmesh.render.rasterizer import Renderer
 

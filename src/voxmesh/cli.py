@@ -313,7 +313,10 @@ def animate_command(
                                           "that are idle now, at most 4: taking busy cores makes it slower)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (only what voxmesh wrote)."),
     visemes: Optional[str] = typer.Option(None, help="Add a viseme track to a .csv or .json: oculus (sil PP ... ou) "
-                                          "or rpm (Ready Player Me's viseme_* names)."),
+                                          "or rpm (Ready Player Me's viseme_* names); with --avatar, drive its "
+                                          "viseme targets too."),
+    avatar: Optional[Path] = typer.Option(None, help="A glTF/GLB avatar with ARKit-named morph targets: -o NAME.glb "
+                                          "gets a copy of it that speaks."),
 ) -> None:
     """Turn speech into an animated face: video with sound, arrays, mesh frames, glTF or ARKit weights."""
     from voxmesh.animate import FRAME_FILE, OUTPUT_FORMATS, output_format
@@ -345,11 +348,15 @@ def animate_command(
             else:
                 target = output
             output_format(target, kind)  # an unknown extension is refused here, before any work
-            if visemes is not None:
+            if visemes is not None or avatar is not None:
                 from voxmesh.render.arkit_files import check_arkit_output
 
-                check_arkit_output(output_format(target, kind), None, visemes)
+                check_arkit_output(output_format(target, kind), None, visemes, avatar=avatar is not None)
             jobs.append((path, k, target))
+    if avatar is not None:
+        from voxmesh.render.arkit_files import read_avatar
+
+        read_avatar(avatar)  # a bad avatar is refused before the model loads
     # Every output is checked before the first is written: a batch is refused whole, not halfway.
     seen: dict[Path, Path] = {}
     for path, _, target in jobs:
@@ -363,7 +370,7 @@ def animate_command(
     with using_threads(choose_threads(threads)):
         _animate_jobs(jobs, kind, model, resolve_device(device), template, fps=fps, side_by_side=side_by_side,
                       overwrite=overwrite, speaker=speaker, emotion=emotion, intensity=intensity, seed=seed,
-                      steps=steps, visemes=visemes)
+                      steps=steps, visemes=visemes, avatar=avatar)
 
 
 def _animate_jobs(jobs: list, kind: str | None, model: str, device, template: Path | None, *, seed: int,
@@ -382,6 +389,9 @@ def _animate_jobs(jobs: list, kind: str | None, model: str, device, template: Pa
                                  template=template, **options)
         frames = f" ({result['frames']} .{result['format']} frames)" if result["format"] in ("obj", "ply") else ""
         typer.echo(f"wrote {result['path']}{frames}")
+        if "driven" in result:  # an avatar: what it has of ARKit's 52
+            lacks = f"; it lacks {', '.join(result['missing'])}" if result["missing"] else ""
+            typer.echo(f"drove {len(result['driven'])} ARKit names on {', '.join(result['nodes'])}{lacks}")
 
 
 @app.command("demo")
