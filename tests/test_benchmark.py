@@ -60,8 +60,9 @@ def test_quick_report_is_complete(quick):
     for split in ("test", "test_unseen"):
         section = markdown.split(f"## Quality on `{split}`")[1].split("\n## ")[0]
         labels = [row[0] for row in table_rows(section)]
-        assert labels[:2] == ["static (template, unmoving)", "mean (template + mean training offset)"]
-        assert [label.split(" (")[0] for label in labels[2:]] == [TITLES[m] for m in METHODS]
+        assert labels[:3] == ["static (template, unmoving)", "mean (template + mean training offset)",
+                              "ground truth (what to match)"]
+        assert [label.split(" (")[0] for label in labels[3:]] == [TITLES[m] for m in METHODS]
         assert set(saved["splits"][split]["rows"]) == set(METHODS)
     cost = markdown.split("## Cost")[1].split("\n### ")[0]
     assert [row[0] for row in table_rows(cost)] == [TITLES[m] for m in METHODS]

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from voxmesh.errors import VoxmeshError
+from voxmesh.eval.evaluate import ARTICULATION_KEYS, METRIC_ORDER
 from voxmesh.files import atomic_path, refuse_existing
 from voxmesh.models.registry import compared_methods, method_info
 from voxmesh.runtime import resolve_device
@@ -74,7 +75,7 @@ DDIM_STEPS = (10, 25, 50)
 SPLITS = ("test", "test_unseen")
 AUDIO_SECONDS = (2.5, 5.0, 10.0, 20.0)
 QUICK_AUDIO_SECONDS = (1.25, 2.5, 5.0)
-QUALITY_KEYS = ("LVE", "EVE", "FDD", "FDD_abs", "MVE", "MOD", "lip_closure", "diversity")
+QUALITY_KEYS = METRIC_ORDER  # evaluate's metrics, articulation and blinks included
 
 # --quick: a few optimiser steps of tiny models (the sizes of the tests' tiny configs) on the
 # `tiny` synthetic dataset, so the whole report is written in about a minute on a CPU.
@@ -534,6 +535,8 @@ def run_benchmark(data: str | Path, runs: str | Path, out: str | Path = "docs/be
             split_result = result["splits"].setdefault(split, {"rows": {}, "emotion": {}, "eval_rtf": {}})
             first = evaluation["evaluations"][0]
             split_result.setdefault("static", first["rows"]["static"])
+            if first.get("ground_truth"):  # what a model should match on articulation and blinks
+                split_result.setdefault("ground_truth", first["ground_truth"])
             if "mean" in first["rows"]:
                 split_result.setdefault("mean", first["rows"]["mean"])
             split_result.setdefault("units", first["units"])
@@ -738,11 +741,17 @@ def _save(figure, path: Path) -> str:
 
 _FLOOR_NAMES = {"static": "static (template, unmoving)", "mean": "mean (template + mean training offset)"}
 _HEADERS = {"LVE": "LVE (m²)", "EVE": "EVE (m²)", "FDD": "FDD (m²)", "FDD_abs": "FDD abs (m²)", "MVE": "MVE (m)",
-            "MOD": "MOD (m)", "lip_closure": "lip closure (%)", "diversity": "diversity (m)"}
+            "MOD": "MOD (m)", "lip_closure": "lip closure (%)", "vowel_contrast": "vowel contrast (x)",
+            "lip_rounding": "lip rounding (x)", "blink_rate": "blinks / min", "blink_duration": "blink duration (s)",
+            "diversity": "diversity (m)"}
+# Ratios, rates and durations print as plain numbers; errors and distances in scientific notation.
+_PLAIN = ("vowel_contrast", "lip_rounding", "blink_rate", "blink_duration")
 
 
 def _number(key: str, value: float) -> str:
-    return f"{100 * value:.1f}" if key == "lip_closure" else f"{value:.4e}"
+    if key == "lip_closure":
+        return f"{100 * value:.1f}"
+    return f"{value:.2f}" if key in _PLAIN else f"{value:.4e}"
 
 
 def cell_text(key: str, cell: Any) -> str:
@@ -750,7 +759,8 @@ def cell_text(key: str, cell: Any) -> str:
     if isinstance(cell, dict):
         if cell.get("half_width") is None:
             return _number(key, cell["mean"])
-        half = f"{100 * cell['half_width']:.1f}" if key == "lip_closure" else f"{cell['half_width']:.1e}"
+        half = (f"{100 * cell['half_width']:.1f}" if key == "lip_closure" else
+                f"{cell['half_width']:.2f}" if key in _PLAIN else f"{cell['half_width']:.1e}")
         return f"{_number(key, cell['mean'])} ± {half}"
     return _number(key, cell)
 
@@ -763,7 +773,10 @@ def _missing(key: str, row: str, masks: dict) -> str:
         return "n/a (no phoneme timings in the manifest)" if "lip_closure" not in masks else "n/a"
     if key in ("EVE", "FDD", "FDD_abs", "LVE", "MOD"):
         return f"n/a (no {key} region in regions.json)"
-    return "n/a"
+    reasons = {"vowel_contrast": "no open vowel and bilabial timed in this split",
+               "lip_rounding": "no rounded and spread vowel timed in this split, or no lip corners",
+               "blink_rate": "no eyelid pairs in the regions", "blink_duration": "no blink"}
+    return f"n/a ({reasons[key]})" if key in reasons else "n/a"
 
 
 def _runs_text(repeats: int) -> str:
@@ -796,7 +809,7 @@ def format_report(result: dict[str, Any]) -> str:
     lines.append("")
 
     for split, split_result in result["splits"].items():
-        keys = [k for k in QUALITY_KEYS if k in split_result["units"] or k == "lip_closure" or k == "diversity"]
+        keys = [k for k in QUALITY_KEYS if k in split_result["units"] or k in ARTICULATION_KEYS or k == "diversity"]
         describe = ("seen subjects, held-out sentences" if split == "test" else
                     f"unseen subjects ({', '.join(split_result['unseen_subjects'])}), generated in each of the "
                     f"{len(split_result['conditions'])} training speakers' styles and averaged")
@@ -810,6 +823,10 @@ def format_report(result: dict[str, Any]) -> str:
             cells = [cell_text(k, split_result[floor][k]) if k in split_result[floor] else
                      _missing(k, floor, split_result["masks"]) for k in keys]
             lines.append(f"| {_FLOOR_NAMES[floor]} | " + " | ".join(cells) + " | n/a (no classifier) |")
+        if split_result.get("ground_truth"):
+            truth = split_result["ground_truth"]
+            cells = [cell_text(k, truth[k]) if k in truth else "n/a (the reference itself)" for k in keys]
+            lines.append("| ground truth (what to match) | " + " | ".join(cells) + " | n/a (the labels) |")
         for name in methods:
             row = split_result["rows"][name]
             cells = [cell_text(k, row[k]) if k in row else _missing(k, name, split_result["masks"]) for k in keys]
