@@ -99,8 +99,12 @@ RawEvent = tuple[int, int, int, int, str]
 
 
 def espeak_data_path() -> str:
-    import espeakng_loader
+    try:
+        import espeakng_loader
+    except ImportError:  # only ever in voxmesh's own process: the server starts after this succeeded
+        from voxmesh.extras import require
 
+        espeakng_loader = require("espeakng_loader", "Speaking with espeak-ng")
     return espeakng_loader.get_data_path()
 
 
@@ -268,9 +272,7 @@ class _ServerClient:
     """A running espeak server process and the pipes to it."""
 
     def __init__(self) -> None:
-        from voxmesh.extras import require
-
-        require("espeakng_loader", "Speaking with espeak-ng")  # said here: the server imports no voxmesh
+        espeak_data_path()  # a missing espeak-ng is said here, in voxmesh's process: the server imports no voxmesh
         flags = ["-P"] if sys.version_info >= (3, 11) else []  # no cwd on sys.path in the server
         self.owner_pid = os.getpid()
         self.process = subprocess.Popen(
