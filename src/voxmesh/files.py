@@ -172,6 +172,11 @@ def publish(source: Path, target: Path, *, replace: bool) -> None:
         os.link(source, target)
     except FileExistsError:
         raise _appeared(target) from None
+    except OSError:  # no hard links either (FAT, some network file systems): check, then rename
+        if target.exists() or target.is_symlink():
+            raise _appeared(target) from None
+        os.rename(source, target)
+        return
     source.unlink()
 
 
@@ -201,17 +206,20 @@ def _remove_empty(folders: list[Path]) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, *, replace: bool = True) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, replace: bool = True, sweep: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it onto ``path`` only if the block
     finishes. On error (or a signal) the temporary file is removed, and so are folders
     made for it, so readers see either the old file, no file, or the complete new one.
     ``replace=False`` (outputs without ``--overwrite``) refuses to replace a file that
-    another process wrote meanwhile; caches and checkpoints replace."""
+    another process wrote meanwhile; caches and checkpoints replace. ``sweep`` removes
+    killed runs' temporaries of ``path`` first (a listing of its folder: caches that write
+    thousands of entries into one folder turn it off)."""
     target = Path(path)
     check_output_name(target)
     created = _make_parents(target.parent)
     try:
-        remove_stale_temporaries(target)
+        if sweep:
+            remove_stale_temporaries(target)
         fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=".tmp" + target.suffix,
                                         dir=target.parent)
         os.close(fd)

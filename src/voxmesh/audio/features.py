@@ -158,7 +158,7 @@ class FeatureCache:
             return features
         self.misses += 1
         features = np.ascontiguousarray(self.encoder.encode(audio), dtype=np.float32)
-        with atomic_path(path) as tmp:
+        with atomic_path(path, sweep=False) as tmp:
             with open(tmp, "wb") as handle:
                 np.save(handle, features)
         return features

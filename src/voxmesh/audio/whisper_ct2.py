@@ -263,7 +263,7 @@ def load_ct2_whisper_encoder(folder: str | Path | None = None) -> tuple["Whisper
             state = None
     if state is None:
         state, sizes = whisper_encoder_state(read_ct2_model(model_bin, prefix="encoder/"))
-        with atomic_path(cached) as tmp:
+        with atomic_path(cached, sweep=False) as tmp:
             save_file(state, str(tmp), metadata={"sizes": json.dumps(sizes), "source": str(model_bin)})
     encoder = build_whisper_encoder(sizes)
     encoder.load_state_dict(state, strict=True)

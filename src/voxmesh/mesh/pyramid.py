@@ -267,7 +267,7 @@ def _save_pyramid(path: Path, pyramid: MeshPyramid) -> None:
             arrays[f"{name}_{i}_indices"] = mat.indices().numpy()
             arrays[f"{name}_{i}_values"] = mat.values().numpy()
             arrays[f"{name}_{i}_shape"] = np.asarray(mat.shape, dtype=np.int64)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    with atomic_path(path, sweep=False) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **arrays)
 
 

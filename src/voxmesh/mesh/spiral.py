@@ -65,7 +65,7 @@ def spiral_indices(
     if spirals is None:
         spirals = _topological_spirals(faces, num_vertices, int(length), int(dilation))
         if path is not None:
-            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            with atomic_path(path, sweep=False) as tmp, open(tmp, "wb") as fh:
                 np.save(fh, spirals)
     return _fill_missing(spirals, positions)
 
