@@ -270,19 +270,21 @@ def silent_wav(path: Path, seconds: int, rate: int) -> Path:
     return path
 
 
-# Run in a child process, whose peak resident memory belongs to this load alone.
+# Run in a child process, whose peak resident memory (VmHWM) belongs to this load alone.
 MEASURE_LOAD = """
-import json, resource, sys
+import json, sys
 import numpy as np
 from voxmesh.audio.io import load_audio
 
-def resident():
+def status(key):
     with open("/proc/self/status") as fh:
-        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmRSS"))
+        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith(key))
 
-before = resident()
+before = status("VmRSS:")
 samples = load_audio(sys.argv[1])
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# VmHWM, this process image's own peak: ru_maxrss keeps the forking parent's high-water mark
+# across exec, so a large test process (hundreds of MB after other tests) showed as this load's.
+peak = status("VmHWM:")
 print(json.dumps({"extra": peak - before, "length": len(samples), "bytes": samples.nbytes,
                   "dtype": str(samples.dtype), "silent": not np.any(samples)}))
 """
