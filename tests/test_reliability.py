@@ -225,7 +225,7 @@ def test_ffmpeg_interrupted_as_it_starts_publishes_nothing(tmp_path):
                 for child in psutil.Process().children():
                     if "ffmpeg" in child.name():
                         child.send_signal(signal.SIGINT)
-                        child.wait(timeout=20)
+                time.sleep(0.3)  # ffmpeg may finish its file early or wait on its input: either way
             yield np.full((32, 32, 3), index, np.uint8)
 
     with pytest.raises(VoxmeshError) as info:
