@@ -214,23 +214,28 @@ def test_an_error_while_frames_are_made_stops_ffmpeg_at_once(tmp_path):
     assert listing(tmp_path) == [] and not any(f"{SCRATCH_PREFIX}{os.getpid()}-" in n for n in scratch_folders())
 
 
-def test_ffmpeg_interrupted_as_it_starts_publishes_nothing(tmp_path):
-    """SIGINT reaches ffmpeg after three frames (as a Ctrl-C to a background job's process
-    group did): the video is refused, not published short or empty as a success."""
+def test_ffmpeg_stopped_midway_publishes_nothing(tmp_path):
+    """ffmpeg runs in a session of its own, so a Ctrl-C to voxmesh's process group (a
+    background job's) never reaches it; and when ffmpeg dies anyway after three frames,
+    the video is refused, not published short or empty as a success."""
     import psutil
+
+    sessions = {}
 
     def frames():
         for index in range(60):
             if index == 3:
                 for child in psutil.Process().children():
                     if "ffmpeg" in child.name():
-                        child.send_signal(signal.SIGINT)
-                time.sleep(0.3)  # ffmpeg may finish its file early or wait on its input: either way
+                        sessions["ffmpeg"] = os.getsid(child.pid)
+                        child.kill()
+                        child.wait(timeout=20)
             yield np.full((32, 32, 3), index, np.uint8)
 
     with pytest.raises(VoxmeshError) as info:
         encode_video(frames(), tmp_path / "x.mp4", 30, 32, 32, tone(2.0))
     assert "x.mp4" in str(info.value) and "nothing was kept" in str(info.value)
+    assert sessions["ffmpeg"] != os.getsid(0)
     assert listing(tmp_path) == []
 
 
